@@ -1,0 +1,45 @@
+# Urban Functions: `make demo` and `make test` work on a fresh Debian 12 machine.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+PY := $(ROOT)/.venv/bin/python
+PROFILE ?= $(ROOT)/.profile
+export QT_QPA_PLATFORM ?= offscreen
+export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test bench train-sample screenshots sample-city zip clean help
+
+help:
+	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
+	@echo "make test          run the test suite (what CI runs)"
+	@echo "make bench         speed and memory benchmarks"
+	@echo "make train-sample  retrain the bundled sample-city model"
+	@echo "make screenshots   dialog and styled result into docs/"
+	@echo "make zip           plugin zip for the QGIS plugin repository"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) scripts/demo.py --out build/demo
+
+test: setup
+	@$(PY) -m pytest tests -ra $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) scripts/bench.py
+
+train-sample: setup
+	@$(PY) -m plugin.training.train_sample --out models/sample_city_fusion.onnx
+
+screenshots: setup
+	@$(PY) scripts/screenshots.py docs
+
+sample-city: setup
+	@$(PY) -m plugin.samplecity --out build/sample_city
+
+zip:
+	@bash scripts/make_zip.sh
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,1 @@
+"""Pure-Python engine: never imports qgis or Qt (enforced by tests/test_core_boundary.py)."""

@@ -1,0 +1,193 @@
+"""Classify urban functions: the one job every front end (dialog, Processing, CLI) runs.
+
+Inputs are co-registered on the fly (``feeds``), inferred tile by tile with overlap
+(``tiling``), blended, and streamed into a GeoTIFF that appears atomically (``class_raster``),
+with a run manifest beside it (``manifest``).
+"""
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from . import manifest as run_manifest
+from .class_raster import ClassRasterWriter, check_output_path, write_json_atomic
+from .errors import Cancelled, InputError, ModelError
+from .feeds import FeedReader
+from .grid import plan_grid
+from .model_card import read_card
+from .runtime import InferenceSession
+from .tiling import StripAccumulator, blend_weights, tile_starts
+
+
+@dataclass
+class ClassifyRequest:
+    inputs: Dict[str, str]               # modality -> raster path; any subset the model accepts
+    model_path: str
+    output_path: str
+    extent: Optional[tuple] = None       # (xmin, ymin, xmax, ymax, crs_wkt)
+    aoi: Optional[tuple] = None          # (polygon_wkt, crs_wkt): its bbox, masked outside
+    tile_size: Optional[int] = None      # output cells; default from the model card
+    overlap: Optional[int] = None
+    batch_size: int = 4
+    device: str = "auto"                 # auto | cpu | cuda
+    confidence: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ClassArea:
+    code: int
+    name: str
+    label: str
+    color: str
+    cells: int
+    area_m2: float
+
+
+@dataclass
+class ClassifyResult:
+    output_path: str
+    manifest_path: str
+    provider: str
+    providers: list
+    seconds: float
+    class_areas: list
+    card: object
+    grid: object
+    timings: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+
+
+def manifest_path_for(output_path):
+    return os.path.splitext(output_path)[0] + ".manifest.json"
+
+
+def resolve_tiling(card, grid, tile_size, overlap, log):
+    """Tile and overlap in output cells, rounded to what the model's grids allow."""
+    m = card.tile_multiple()
+    tile = int(tile_size or card.output.default_tile)
+    ov = int(card.output.default_overlap if overlap is None else overlap)
+    if tile <= 0 or ov < 0:
+        raise InputError("Tile size must be positive and overlap not negative.")
+    rounded = max(m, int(math.ceil(tile / m)) * m)
+    if rounded != tile:
+        log(f"Tile size {tile} rounded up to {rounded} (the model needs multiples of {m}).")
+    tile = rounded
+    ov = int(math.ceil(ov / m)) * m
+    if ov >= tile:
+        raise InputError(f"Overlap ({ov}) must be smaller than the tile size ({tile}).")
+    return tile, ov
+
+
+def _check_session(session, card):
+    expected = {i.name for i in card.inputs} | ({card.mask_input} if card.mask_input else set())
+    if set(session.input_names) != expected:
+        raise ModelError(f"The ONNX graph's inputs {sorted(session.input_names)} do not match its "
+                         f"card {sorted(expected)}; the model file is inconsistent.")
+
+
+def run_classification(request: ClassifyRequest, progress: Optional[Callable] = None,
+                       is_cancelled: Optional[Callable] = None,
+                       log: Optional[Callable] = None) -> ClassifyResult:
+    """Run the whole job; raises UrbanFunctionsError subclasses with user-facing messages."""
+    t_start = time.perf_counter()
+    messages = []
+
+    def say(msg):
+        messages.append(msg)
+        if log:
+            log(msg)
+
+    progress = progress or (lambda fraction, message: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    check_output_path(request.output_path, request.overwrite)
+    if not request.model_path or not os.path.isfile(request.model_path):
+        raise ModelError(f"Model file not found: {request.model_path!r}.")
+    card = read_card(request.model_path)
+    inputs = {m: p for m, p in request.inputs.items() if p}
+    if not inputs:
+        raise InputError("No input raster was given: choose at least one of "
+                         f"{', '.join(card.modalities)}.")
+    if request.batch_size < 1:
+        raise InputError("Batch size must be at least 1.")
+    grid = plan_grid(card, inputs, request.extent, request.aoi)
+    tile, overlap = resolve_tiling(card, grid, request.tile_size, request.overlap, say)
+    th, tw = min(tile, grid.height), min(tile, grid.width)
+    rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
+    cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
+    weights = blend_weights(th, tw, overlap)
+    total = len(rows) * len(cols)
+    say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {total} tiles of "
+        f"{tw} x {th} cells, overlap {overlap}.")
+
+    session = InferenceSession(request.model_path, request.device)
+    _check_session(session, card)
+    say(f"onnxruntime provider: {session.provider} (requested {', '.join(session.requested)}).")
+    timings = {"read_s": 0.0, "infer_s": 0.0, "write_s": 0.0}
+    progress(0.0, "Reading inputs")
+
+    writer = None
+    try:
+        with FeedReader(card, inputs, grid, request.aoi) as reader:
+            writer = ClassRasterWriter(request.output_path, grid, card.classes,
+                                       confidence=request.confidence,
+                                       description=f"Urban functions by {card.name} {card.version}")
+            acc = StripAccumulator(len(card.classes), grid.width, th)
+            done = 0
+            for ri, row in enumerate(rows):
+                batch = []
+                for col in cols:
+                    if is_cancelled():
+                        raise Cancelled("Cancelled by the user; no output was written.")
+                    t = time.perf_counter()
+                    feed, valid = reader.read(col, row, tw, th)
+                    timings["read_s"] += time.perf_counter() - t
+                    if valid.any():  # skip inference where no input has data
+                        batch.append((col, feed, valid))
+                    else:
+                        acc.add(np.zeros((len(card.classes), th, tw), np.float32),
+                                weights, col, row, valid)
+                    if len(batch) == request.batch_size or (col == cols[-1] and batch):
+                        _infer(session, card, batch, acc, weights, row, timings)
+                        batch = []
+                    done += 1
+                    progress(done / total, f"Tile {done} of {total}")
+                next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
+                t = time.perf_counter()
+                first, probs, valid = acc.flush_until(next_row)
+                writer.write_rows(first, probs, valid)
+                timings["write_s"] += time.perf_counter() - t
+            if is_cancelled():
+                raise Cancelled("Cancelled by the user; no output was written.")
+            progress(1.0, "Writing overviews")
+            t = time.perf_counter()
+            areas = [ClassArea(c.code, c.name, c.label, c.color, int(n),
+                               float(n) * grid.cell * grid.cell)
+                     for c, n in zip(card.classes, writer.counts)]
+            seconds = time.perf_counter() - t_start
+            mpath = manifest_path_for(request.output_path)
+            text = run_manifest.build(request, card, grid, session, tile, overlap, total,
+                                      timings, seconds, areas, messages)
+            writer.commit()
+            writer = None
+            write_json_atomic(mpath, text)
+            timings["write_s"] += time.perf_counter() - t
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
+                          session.providers, time.perf_counter() - t_start, areas, card, grid,
+                          timings, messages)
+
+
+def _infer(session, card, batch, acc, weights, row, timings):
+    feed = {name: np.concatenate([b[1][name] for b in batch]) for name in batch[0][1]}
+    t = time.perf_counter()
+    probs = session.run(card.output.name, feed)
+    timings["infer_s"] += time.perf_counter() - t
+    for (col, _, valid), p in zip(batch, probs):
+        acc.add(p, weights, col, row, valid)

@@ -1,0 +1,53 @@
+"""Finding the Python packages the engine needs.
+
+QGIS and qgis_process embed the system Python, so packages installed into the project's venv
+(onnxruntime above all) are invisible to them until we add the venv's site-packages ourselves.
+"""
+import importlib
+import os
+import site
+import sys
+
+VENV_ENV = "URBAN_FUNCTIONS_VENV"
+PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# import name -> how to get it (shown verbatim to the user)
+REQUIREMENTS = {
+    "numpy": "the system package python3-numpy (QGIS ships it)",
+    "osgeo.gdal": "the system package python3-gdal (QGIS ships it)",
+    "onnxruntime": "pip install onnxruntime  (or onnxruntime-gpu for NVIDIA GPUs, never both); "
+                   "from a source checkout `make setup` installs it into .venv",
+}
+
+
+def venv_candidates(plugin_root=PLUGIN_ROOT):
+    """Venvs we look into: $URBAN_FUNCTIONS_VENV, then <plugin checkout>/.venv (symlinks resolved)."""
+    found = []
+    if os.environ.get(VENV_ENV):
+        found.append(os.environ[VENV_ENV])
+    found.append(os.path.join(os.path.realpath(plugin_root), ".venv"))
+    return found
+
+
+def add_venv_site_packages(plugin_root=PLUGIN_ROOT):
+    """Add matching venv site-packages to sys.path; returns the folders added."""
+    added = []
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for venv in venv_candidates(plugin_root):
+        sp = os.path.join(venv, "lib", version, "site-packages")
+        if os.path.isdir(sp) and sp not in sys.path:
+            site.addsitedir(sp)
+            added.append(sp)
+    return added
+
+
+def missing_dependencies():
+    """Human-readable lines, one per package that cannot be imported (empty when all is well)."""
+    missing = []
+    for module, hint in REQUIREMENTS.items():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # ImportError, or a broken binary wheel (OSError)
+            missing.append(f"{module} cannot be imported ({exc.__class__.__name__}: {exc}). "
+                           f"Install it with: {hint}.")
+    return missing

@@ -1,0 +1,201 @@
+"""Co-registration on the fly: each input is a warped VRT onto its modality grid, read per window.
+
+Nothing is loaded whole: GDAL warps only the window asked for. Each VRT carries an alpha band
+(``dstAlpha``) so source nodata and areas outside the source become "invalid" uniformly.
+"""
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .errors import InputError
+from .rasters import inspect_raster, srs_from_wkt
+
+gdal.UseExceptions()
+
+# band names a raster may carry (description or colour interpretation) for each card band name
+BAND_ALIASES = {
+    "red": ("red", "r", "b4", "band 1"),
+    "green": ("green", "g", "b3"),
+    "blue": ("blue", "b", "b2"),
+    "nir": ("nir", "b8", "near infrared", "nearinfrared"),
+}
+# a float raster with no declared nodata often marks it with NaN (e.g. clipped VIIRS composites)
+FLOAT_TYPES = ("float32", "float64")
+
+
+def select_bands(info, spec):
+    """1-based band indices of ``info`` for the card's ``spec.bands``, or a clear InputError."""
+    want = [b.lower() for b in spec.bands]
+    if info.band_count == len(want):
+        return list(range(1, len(want) + 1))
+    picked = []
+    for name in want:
+        aliases = BAND_ALIASES.get(name, (name,))
+        idx = [i + 1 for i, have in enumerate(info.band_names) if have in aliases or have == name]
+        if len(idx) != 1:
+            raise InputError(
+                f"{spec.label}: {info.path!r} has {info.band_count} bands "
+                f"({', '.join(info.band_names) or 'unnamed'}); the model needs {len(want)} "
+                f"({', '.join(spec.bands)}) and band '{name}' cannot be identified. Provide a "
+                f"raster with exactly these bands in this order.")
+        picked.append(idx[0])
+    return picked
+
+
+class ModalitySource:
+    """One input raster warped onto the output extent at the modality's cell size."""
+
+    def __init__(self, path, spec, grid):
+        self.spec = spec
+        self.info = inspect_raster(path, spec.label)
+        self.bands = select_bands(self.info, spec)
+        self.grid = grid.with_cell(spec.gsd_m)
+        src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
+        if self.bands != list(range(1, self.info.band_count + 1)):
+            src = gdal.Translate("", src, format="VRT", bandList=self.bands)
+        src_nodata = self.info.nodata
+        if src_nodata is None and self.info.dtype in FLOAT_TYPES:
+            src_nodata = float("nan")
+        xmin, ymin, xmax, ymax = self.grid.bounds
+        options = dict(format="VRT", outputBounds=(xmin, ymin, xmax, ymax),
+                       xRes=spec.gsd_m, yRes=spec.gsd_m, dstSRS=grid.crs_wkt,
+                       resampleAlg=spec.resampling, dstAlpha=True,
+                       outputType=gdal.GDT_Float32, multithread=False)
+        if src_nodata is not None:
+            options["srcNodata"] = src_nodata
+        try:
+            self._vrt = gdal.Warp("", src, **options)
+        except RuntimeError as exc:
+            raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
+        self._src = src  # keep the band-selection VRT alive as long as the warped VRT
+        self._nb = len(self.bands)
+
+    def read(self, grid_window):
+        """(values float32 [bands, h, w] normalised with invalid = 0, valid bool [h, w])."""
+        f = self.spec.gsd_m
+        col = int(round((grid_window.left - self.grid.left) / f))
+        row = int(round((self.grid.top - grid_window.top) / f))
+        w = int(round(grid_window.width * grid_window.cell / f))
+        h = int(round(grid_window.height * grid_window.cell / f))
+        arr = self._vrt.ReadAsArray(col, row, w, h)
+        if arr.ndim == 2:  # a single band plus alpha always gives 3-d; guard anyway
+            arr = arr[None]
+        alpha = arr[self._nb]
+        valid = alpha > 127.5  # average resampling gives partial alpha at data edges
+        x = arr[: self._nb].astype(np.float32, copy=False)
+        valid &= np.all(np.isfinite(x), axis=0)
+        spec = self.spec
+        x = x * np.float32(spec.scale) + np.float32(spec.offset)
+        if spec.transform == "log1p":
+            x = np.log1p(np.maximum(x, 0.0))
+        mean = np.asarray(spec.mean, np.float32)[:, None, None]
+        std = np.asarray(spec.std, np.float32)[:, None, None]
+        x = (x - mean) / std
+        x[:, ~valid] = 0.0
+        return x, valid
+
+    def close(self):
+        self._vrt = None
+        self._src = None
+
+
+def resize_mask(valid, shape):
+    """Valid fraction >= 0.5 per output cell (block mean when coarser, nearest when finer)."""
+    h, w = valid.shape
+    oh, ow = shape
+    if (h, w) == (oh, ow):
+        return valid
+    if h % oh == 0 and w % ow == 0:
+        fy, fx = h // oh, w // ow
+        return valid.reshape(oh, fy, ow, fx).mean(axis=(1, 3)) >= 0.5
+    rows = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(int), h - 1)
+    cols = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(int), w - 1)
+    return valid[np.ix_(rows, cols)]
+
+
+class AoiMask:
+    """Rasterises an area-of-interest polygon onto output windows."""
+
+    def __init__(self, aoi, grid):
+        wkt, crs = aoi
+        geom = ogr.CreateGeometryFromWkt(wkt)
+        src, dst = srs_from_wkt(crs), srs_from_wkt(grid.crs_wkt)
+        if not src.IsSame(dst):
+            geom.Transform(osr.CoordinateTransformation(src, dst))
+        self._ds = ogr.GetDriverByName("Memory").CreateDataSource("aoi")
+        self._layer = self._ds.CreateLayer("aoi", srs=dst, geom_type=ogr.wkbMultiPolygon)
+        feat = ogr.Feature(self._layer.GetLayerDefn())
+        feat.SetGeometry(geom)
+        self._layer.CreateFeature(feat)
+
+    def read(self, win):
+        mem = gdal.GetDriverByName("MEM").Create("", win.width, win.height, 1, gdal.GDT_Byte)
+        mem.SetGeoTransform(win.geotransform)
+        mem.SetProjection(win.crs_wkt)
+        gdal.RasterizeLayer(mem, [1], self._layer, burn_values=[1])
+        return mem.ReadAsArray().astype(bool)
+
+    def close(self):
+        self._layer = None
+        self._ds = None
+
+
+class FeedReader:
+    """Builds the ONNX feed for any window of the output grid.
+
+    Missing modalities are fed as zeros with mask 0, so one graph serves any input subset.
+    """
+
+    def __init__(self, card, inputs, grid, aoi=None):
+        self.card = card
+        self.grid = grid
+        self.sources = {}
+        unknown = sorted(set(inputs) - set(card.modalities))
+        if unknown:
+            raise InputError(f"Model '{card.name}' does not use {', '.join(unknown)}; it accepts "
+                             f"{', '.join(card.modalities)}.")
+        if len(inputs) < card.min_inputs:
+            raise InputError(f"Model '{card.name}' needs at least {card.min_inputs} input(s).")
+        try:
+            for modality, path in inputs.items():
+                self.sources[modality] = ModalitySource(path, card.input_for(modality), grid)
+            self.aoi = AoiMask(aoi, grid) if aoi is not None else None
+        except Exception:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def read(self, col, row, ncols, nrows):
+        """(feed dict with batch dim 1, valid_any bool [nrows, ncols]) for an output window."""
+        win = self.grid.window(col, row, ncols, nrows)
+        feed = {}
+        masks = []
+        for spec in self.card.inputs:
+            src = self.sources.get(spec.modality)
+            ratio = self.card.cells_per_input(spec)
+            h, w = int(round(nrows * ratio)), int(round(ncols * ratio))
+            if src is None:
+                feed[spec.name] = np.zeros((1, spec.band_count, h, w), np.float32)
+                masks.append(np.zeros((nrows, ncols), bool))
+                continue
+            x, valid = src.read(win)
+            feed[spec.name] = x[None]
+            masks.append(resize_mask(valid, (nrows, ncols)))
+        mask = np.stack(masks).astype(np.float32)
+        if self.aoi is not None:
+            mask *= self.aoi.read(win)[None]
+        if self.card.mask_input:
+            feed[self.card.mask_input] = mask[None]
+        return feed, mask.max(axis=0) > 0
+
+    def close(self):
+        for src in self.sources.values():
+            src.close()
+        self.sources = {}
+        if getattr(self, "aoi", None) is not None:
+            self.aoi.close()
+

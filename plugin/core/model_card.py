@@ -1,0 +1,229 @@
+"""The model card: JSON stored in the ONNX file's ``metadata_props`` under the key ``model_card``.
+
+The engine is driven by the card alone: which inputs exist (modality, bands, dtype, scaling,
+ground sampling distance), how big tiles may be, what the output means and how to style it.
+
+Card layout (``schema`` = ``urban-functions-model-card/1``)::
+
+    name, version, title, summary (one line for the model picker), task ("segmentation"),
+    classes:  [{code, name, label, color}]                 # code = output raster value
+    inputs:   [{name, modality, label, bands, dtype, gsd_m, resampling, scale, offset,
+                transform, mean, std, nodata_fill}]
+    mask_input: name of the ONNX input [N, len(inputs), H, W] (1 = this modality has data here)
+    min_inputs: how many modalities must be present at least (usually 1)
+    output:   {name, gsd_m, size_multiple, context_cells, default_tile, default_overlap}
+    training, metrics, licence, citation, authors           # provenance, free-form JSON
+
+Per input, the engine feeds ``((transform(raw * scale + offset)) - mean) / std`` as float32,
+with ``transform`` one of ``none`` / ``log1p``.  ``gsd_m`` is the cell size the input is resampled
+to; ``output.gsd_m / gsd_m`` must be such that a tile of ``size_multiple`` output cells is a whole
+number of input cells.
+"""
+import json
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .errors import ModelError
+
+SCHEMA = "urban-functions-model-card/1"
+METADATA_KEY = "model_card"
+MODALITIES = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter")
+MODALITY_LABELS = {
+    "vhr": "VHR imagery",
+    "ntl": "Night-time light",
+    "s2_spring": "Sentinel-2 spring",
+    "s2_summer": "Sentinel-2 summer",
+    "s2_autumn": "Sentinel-2 autumn",
+    "s2_winter": "Sentinel-2 winter",
+}
+RESAMPLING = ("nearest", "bilinear", "cubic", "average")
+TRANSFORMS = ("none", "log1p")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    code: int
+    name: str
+    label: str
+    color: str
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    modality: str
+    bands: tuple
+    dtype: str
+    gsd_m: float
+    resampling: str = "bilinear"
+    scale: float = 1.0
+    offset: float = 0.0
+    transform: str = "none"
+    mean: tuple = ()
+    std: tuple = ()
+    label: str = ""
+
+    @property
+    def band_count(self):
+        return len(self.bands)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    gsd_m: float
+    size_multiple: int = 1
+    context_cells: int = 8
+    default_tile: int = 128
+    default_overlap: int = 32
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    title: str
+    summary: str
+    task: str
+    classes: tuple
+    inputs: tuple
+    output: OutputSpec
+    mask_input: Optional[str] = None
+    min_inputs: int = 1
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # --- derived helpers -------------------------------------------------------------------
+    @property
+    def modalities(self):
+        return tuple(i.modality for i in self.inputs)
+
+    def input_for(self, modality) -> InputSpec:
+        for spec in self.inputs:
+            if spec.modality == modality:
+                return spec
+        raise ModelError(f"Model '{self.name}' has no '{modality}' input; it accepts: "
+                         f"{', '.join(self.modalities)}.")
+
+    def cells_per_input(self, spec: InputSpec) -> float:
+        """Input pixels per output cell along one axis (5.0 for 2 m VHR under 10 m output)."""
+        return self.output.gsd_m / spec.gsd_m
+
+    def tile_multiple(self) -> int:
+        """Smallest tile size (in output cells) that maps to whole pixels of every input."""
+        multiple = max(1, self.output.size_multiple)
+        for spec in self.inputs:
+            ratio = self.cells_per_input(spec)
+            # ratio = p/q; a tile of n cells is n*p/q input pixels: n must be a multiple of q
+            frac = _as_fraction(ratio)
+            multiple = _lcm(multiple, frac[1])
+        return multiple
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, indent=1, sort_keys=False)
+
+
+def _lcm(a, b):
+    return a * b // math.gcd(a, b)
+
+
+def _as_fraction(x, max_den=64):
+    from fractions import Fraction
+    f = Fraction(x).limit_denominator(max_den)
+    if abs(float(f) - x) > 1e-9 * max(1.0, abs(x)):
+        raise ModelError(f"Ground sampling distances give a non-rational ratio {x}.")
+    return f.numerator, f.denominator
+
+
+def _req(d, key, where):
+    if key not in d:
+        raise ModelError(f"Model card: '{key}' is missing in {where}.")
+    return d[key]
+
+
+def parse_card(data) -> ModelCard:
+    """Validate a card (dict or JSON text) and return a :class:`ModelCard`."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise ModelError(f"Model card is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError("Model card must be a JSON object.")
+    if data.get("schema") != SCHEMA:
+        raise ModelError(f"Model card schema is {data.get('schema')!r}; this plugin reads "
+                         f"{SCHEMA!r}. Update the plugin or re-export the model.")
+    classes = []
+    for c in _req(data, "classes", "the card"):
+        color = str(_req(c, "color", "a class"))
+        if not (len(color) == 7 and color.startswith("#")):
+            raise ModelError(f"Model card: class colour {color!r} is not '#rrggbb'.")
+        classes.append(ClassInfo(int(_req(c, "code", "a class")), str(_req(c, "name", "a class")),
+                                 str(c.get("label", c["name"])), color))
+    codes = [c.code for c in classes]
+    if not classes or len(set(codes)) != len(codes) or min(codes) < 1 or max(codes) > 255:
+        raise ModelError("Model card: class codes must be unique integers in 1..255 "
+                         "(0 is reserved for nodata).")
+    inputs = []
+    for raw in _req(data, "inputs", "the card"):
+        where = f"input {raw.get('name', '?')}"
+        modality = _req(raw, "modality", where)
+        if modality not in MODALITIES:
+            raise ModelError(f"Model card: unknown modality {modality!r}; known: {MODALITIES}.")
+        bands = tuple(_req(raw, "bands", where))
+        mean = tuple(float(v) for v in raw.get("mean", [0.0] * len(bands)))
+        std = tuple(float(v) for v in raw.get("std", [1.0] * len(bands)))
+        if len(mean) != len(bands) or len(std) != len(bands) or min(std) <= 0:
+            raise ModelError(f"Model card: {where} needs one mean and one positive std per band.")
+        spec = InputSpec(
+            name=str(_req(raw, "name", where)), modality=modality, bands=bands,
+            dtype=str(raw.get("dtype", "float32")), gsd_m=float(_req(raw, "gsd_m", where)),
+            resampling=str(raw.get("resampling", "bilinear")),
+            scale=float(raw.get("scale", 1.0)), offset=float(raw.get("offset", 0.0)),
+            transform=str(raw.get("transform", "none")), mean=mean, std=std,
+            label=str(raw.get("label", MODALITY_LABELS[modality])))
+        if spec.resampling not in RESAMPLING or spec.transform not in TRANSFORMS:
+            raise ModelError(f"Model card: {where} has resampling {spec.resampling!r} / "
+                             f"transform {spec.transform!r}; allowed {RESAMPLING} / {TRANSFORMS}.")
+        inputs.append(spec)
+    if not inputs:
+        raise ModelError("Model card declares no inputs.")
+    if len({i.modality for i in inputs}) != len(inputs):
+        raise ModelError("Model card: each modality may appear once.")
+    out = _req(data, "output", "the card")
+    output = OutputSpec(name=str(_req(out, "name", "output")), gsd_m=float(_req(out, "gsd_m", "output")),
+                        size_multiple=int(out.get("size_multiple", 1)),
+                        context_cells=int(out.get("context_cells", 8)),
+                        default_tile=int(out.get("default_tile", 128)),
+                        default_overlap=int(out.get("default_overlap", 32)))
+    task = str(data.get("task", "segmentation"))
+    if task != "segmentation":
+        raise ModelError(f"Model card task {task!r} is not supported by this plugin version.")
+    card = ModelCard(name=str(_req(data, "name", "the card")), version=str(data.get("version", "0")),
+                     title=str(data.get("title", data["name"])), summary=str(data.get("summary", "")),
+                     task=task, classes=tuple(classes), inputs=tuple(inputs), output=output,
+                     mask_input=data.get("mask_input"), min_inputs=int(data.get("min_inputs", 1)),
+                     raw=data)
+    card.tile_multiple()  # validates the gsd ratios
+    return card
+
+
+def card_from_metadata(metadata: dict, source="model") -> ModelCard:
+    """Card from an ONNX ``metadata_props`` mapping (e.g. onnxruntime's custom_metadata_map)."""
+    if METADATA_KEY not in metadata:
+        raise ModelError(f"{source} has no '{METADATA_KEY}' entry in its ONNX metadata; it was not "
+                         f"exported for Urban Functions.")
+    return parse_card(metadata[METADATA_KEY])
+
+
+def read_card(onnx_path) -> ModelCard:
+    """Read the card of an ONNX file without building an inference session's graph twice."""
+    from .runtime import import_onnxruntime
+    ort = import_onnxruntime()
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"Cannot open model {onnx_path}: {exc}") from exc
+    return card_from_metadata(sess.get_modelmeta().custom_metadata_map, str(onnx_path))

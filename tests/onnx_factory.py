@@ -1,0 +1,63 @@
+"""A tiny ONNX model with a valid card, built with onnx.helper, for engine tests.
+
+It averages VHR to the output grid, upsamples NTL, concatenates everything with the mask and
+applies a fixed random 1x1 convolution + softmax: cheap, deterministic, and it uses every input.
+"""
+import json
+
+import numpy as np
+
+from plugin.core.classes import class_table
+
+S2_BANDS = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
+SEASONS = ("s2_spring", "s2_summer", "s2_autumn", "s2_winter")
+
+
+def tiny_card(name="tiny-test-model"):
+    inputs = [
+        {"name": "vhr", "modality": "vhr", "bands": ["red", "green", "blue"], "dtype": "uint8",
+         "gsd_m": 2.0, "resampling": "average", "scale": 1 / 255, "mean": [0.4] * 3, "std": [0.2] * 3},
+        {"name": "ntl", "modality": "ntl", "bands": ["radiance"], "dtype": "float32", "gsd_m": 40.0,
+         "resampling": "bilinear", "transform": "log1p", "mean": [1.0], "std": [1.0]},
+    ] + [{"name": s, "modality": s, "bands": S2_BANDS, "dtype": "uint16", "gsd_m": 10.0,
+          "resampling": "bilinear", "scale": 1e-4, "mean": [0.1] * 10, "std": [0.05] * 10}
+         for s in SEASONS]
+    return {"schema": "urban-functions-model-card/1", "name": name, "version": "0.0.1",
+            "title": "Tiny test model", "summary": "Random 1x1 convolution, for tests only.",
+            "task": "segmentation", "classes": class_table(), "inputs": inputs,
+            "mask_input": "valid", "min_inputs": 1,
+            "output": {"name": "probs", "gsd_m": 10.0, "size_multiple": 4, "context_cells": 0,
+                       "default_tile": 32, "default_overlap": 8},
+            "licence": "GPL-2.0-or-later", "training": {"note": "not trained"}}
+
+
+def write_tiny_model(path, card=None, seed=0):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    card = card or tiny_card()
+    rng = np.random.default_rng(seed)
+    n_in = 3 + 1 + 10 * 4 + 6
+    weight = rng.normal(0, 1, (8, n_in, 1, 1)).astype(np.float32)
+    dyn = ["N", "H", "W"]
+    inputs = [helper.make_tensor_value_info("vhr", TensorProto.FLOAT, ["N", 3, "H5", "W5"]),
+              helper.make_tensor_value_info("ntl", TensorProto.FLOAT, ["N", 1, "Hq", "Wq"])]
+    inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, ["N", 10] + dyn[1:]) for s in SEASONS]
+    inputs += [helper.make_tensor_value_info("valid", TensorProto.FLOAT, ["N", 6] + dyn[1:])]
+    nodes = [
+        helper.make_node("AveragePool", ["vhr"], ["vhr10"], kernel_shape=[5, 5], strides=[5, 5]),
+        helper.make_node("Resize", ["ntl", "", "scales"], ["ntl10"], mode="nearest"),
+        helper.make_node("Concat", ["vhr10", "ntl10", *SEASONS, "valid"], ["x"], axis=1),
+        helper.make_node("Conv", ["x", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    inits = [numpy_helper.from_array(weight, "w"),
+             numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")]
+    graph = helper.make_graph(nodes, "tiny", inputs,
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"model_card": json.dumps(card)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)

@@ -1,0 +1,248 @@
+"""The pure-Python engine on real GeoTIFFs in different CRSs, with real onnxruntime."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from onnx_factory import tiny_card, write_tiny_model
+from plugin.core.engine import ClassifyRequest, run_classification
+from plugin.core.errors import Cancelled, InputError, ModelError, OutputError
+from rasters_factory import X0, Y0, make_scene, read, write_raster
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def scene(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return make_scene(folder)
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_classifies_inputs_in_three_crss_with_palette_and_manifest(scene, tiny_model, tmp_path):
+    out = tmp_path / "map.tif"
+    before = {p: _sha(p) for p in scene.values()}
+    res = run_classification(ClassifyRequest(scene, tiny_model, str(out), confidence=True))
+    assert res.provider == "CPUExecutionProvider"
+    assert {p: _sha(p) for p in scene.values()} == before, "inputs must never be modified"
+
+    ds = gdal.Open(str(out))
+    assert ds.GetProjection() == res.grid.crs_wkt and "ETRS89" in ds.GetProjection()
+    assert ds.GetGeoTransform()[1] == 10.0 and ds.RasterCount == 2
+    band = ds.GetRasterBand(1)
+    card = tiny_card()
+    names = band.GetCategoryNames()
+    table = band.GetColorTable()
+    for c in card["classes"]:
+        assert names[c["code"]] == c["label"]
+        rgb = tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5))
+        assert table.GetColorEntry(c["code"])[:3] == rgb
+    assert band.GetNoDataValue() == 0
+    classes = band.ReadAsArray()
+    conf = ds.GetRasterBand(2).ReadAsArray()
+    ds = None
+    assert set(np.unique(classes)) <= set(range(0, 9))
+    assert conf[classes > 0].min() >= 13 and conf.max() <= 100  # max of 8 probabilities >= 1/8
+
+    counted = {a.code: a.cells for a in res.class_areas}
+    for code in range(1, 9):
+        assert counted[code] == int((classes == code).sum())
+    assert sum(a.area_m2 for a in res.class_areas) == pytest.approx((classes > 0).sum() * 100.0)
+
+    manifest = json.load(open(res.manifest_path))
+    assert set(manifest["inputs"]) == {"vhr", "ntl", "s2_summer"}
+    assert manifest["inputs"]["ntl"]["crs"] == "EPSG:4326"
+    assert manifest["inputs"]["vhr"]["hash"]["sha256"] == before[scene["vhr"]]
+    assert manifest["model"]["name"] == "tiny-test-model"
+    assert manifest["execution"]["provider"] == "CPUExecutionProvider"
+    assert manifest["tiling"]["tile_cells"] == 32
+    assert _files(tmp_path) == ["in", "map.manifest.json", "map.tif", "map.tif.aux.xml"]
+
+
+def test_grid_is_the_common_footprint_of_the_inputs(scene, tiny_model, tmp_path):
+    res = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif")))
+    xmin, ymin, xmax, ymax = res.grid.bounds
+    # VHR covers 370000..370800 x 5805200..5806000 in EPSG:25833; the grid snaps outwards to 40 m
+    assert xmin <= X0 and xmax >= X0 + 800 - 40 and xmax - xmin <= 800 + 2 * 40 + 40
+    assert ymax >= Y0 and ymin <= Y0 - 800 + 40
+
+
+def test_nodata_in_vhr_is_masked_and_output_nodata_where_no_input(tmp_path, tiny_model):
+    rng = np.random.default_rng(1)
+    vhr = rng.integers(1, 255, (3, 500, 500)).astype(np.uint8)
+    vhr[:, :, :250] = 0  # left half nodata
+    path = write_raster(tmp_path / "vhr.tif", vhr, 25833, (X0, 0.8, 0, Y0, 0, -0.8), gdal.GDT_Byte, 0)
+    res = run_classification(ClassifyRequest({"vhr": path}, tiny_model, str(tmp_path / "o.tif")))
+    classes = read(res.output_path)
+    # 400 m wide, 10 m cells: columns 0..19 have no data, 20..39 have data; beyond 40: outside
+    assert (classes[:, :19] == 0).all()
+    assert (classes[:40, 21:39] > 0).all()
+    assert (classes[:, 40:] == 0).all()
+
+    s2 = rng.integers(1, 4000, (10, 40, 40)).astype(np.uint16)
+    s2p = write_raster(tmp_path / "s2.tif", s2, 32633, (X0, 10, 0, Y0, 0, -10), gdal.GDT_UInt16, 0)
+    res = run_classification(ClassifyRequest({"vhr": path, "s2_summer": s2p}, tiny_model,
+                                             str(tmp_path / "o2.tif")))
+    classes = read(res.output_path)
+    assert (classes[:40, :40] > 0).all(), "S2 has data where VHR has none: cells stay valid"
+
+
+def test_nan_in_float_ntl_without_declared_nodata_is_masked(tmp_path, tiny_model):
+    ntl = np.full((1, 20, 25), 5.0, np.float32)
+    ntl[0, :, :12] = np.nan
+    path = write_raster(tmp_path / "ntl.tif", ntl, 4326, (13.08, 0.001, 0, 52.395, 0, -0.001),
+                        gdal.GDT_Float32)
+    res = run_classification(ClassifyRequest({"ntl": path}, tiny_model, str(tmp_path / "o.tif")))
+    classes = read(res.output_path)
+    assert (classes > 0).any() and (classes == 0).any()
+    w = classes.shape[1]
+    assert (classes[:, : w // 3] == 0).all() and (classes[10:-10, 2 * w // 3: w - 10] > 0).all()
+
+
+def test_aoi_polygon_masks_cells_outside(scene, tiny_model, tmp_path):
+    poly = (f"POLYGON(({X0 + 100} {Y0 - 100},{X0 + 500} {Y0 - 100},{X0 + 300} {Y0 - 500},"
+            f"{X0 + 100} {Y0 - 100}))")
+    from osgeo import osr
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    res = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif"),
+                                             aoi=(poly, srs.ExportToWkt())))
+    classes = read(res.output_path)
+    xmin, _, xmax, ymax = res.grid.bounds
+    assert xmin >= X0 + 60 and xmax <= X0 + 560
+    valid = classes > 0
+    assert 0.3 < valid.mean() < 0.7, "a triangle fills about half its bounding box"
+    assert not valid[-1, 0] and not valid[-1, -1]
+
+
+def test_extent_limits_the_processed_area(scene, tiny_model, tmp_path):
+    from osgeo import osr
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(25833)
+    ext = (X0 + 200, Y0 - 400, X0 + 400, Y0 - 200, srs.ExportToWkt())
+    res = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif"), extent=ext))
+    assert res.grid.width * res.grid.cell <= 200 + 80 and res.grid.height * res.grid.cell <= 200 + 80
+
+
+@pytest.mark.parametrize("case", ["none", "missing_file", "two_bands", "no_overlap", "no_crs",
+                                  "unknown_modality", "text_file", "bad_tile"])
+def test_bad_inputs_give_clear_errors_and_leave_no_file(case, scene, tiny_model, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    inputs, kwargs, expect = dict(scene), {}, InputError
+    if case == "none":
+        inputs, match = {}, "No input raster"
+    elif case == "missing_file":
+        inputs["vhr"], match = str(tmp_path / "nope.tif"), "file not found"
+    elif case == "two_bands":
+        inputs["vhr"] = write_raster(tmp_path / "v2.tif", np.ones((2, 50, 50), np.uint8), 25833,
+                                     (X0, 0.8, 0, Y0, 0, -0.8), gdal.GDT_Byte)
+        match = "has 2 bands.*needs 3"
+    elif case == "no_overlap":
+        inputs["s2_summer"] = write_raster(tmp_path / "far.tif", np.ones((10, 20, 20), np.uint16),
+                                           32633, (X0 + 50000, 10, 0, Y0, 0, -10), gdal.GDT_UInt16)
+        match = "do not overlap"
+    elif case == "no_crs":
+        p = str(tmp_path / "nocrs.tif")
+        ds = gdal.GetDriverByName("GTiff").Create(p, 10, 10, 3, gdal.GDT_Byte)
+        ds = None
+        inputs["vhr"], match = p, "no coordinate reference system"
+    elif case == "unknown_modality":
+        inputs = {"lidar": scene["vhr"]}
+        match = "has no 'lidar' input"
+        expect = ModelError
+    elif case == "text_file":
+        p = tmp_path / "notes.tif"
+        p.write_text("not a raster")
+        inputs["vhr"], match = str(p), "cannot open"
+    elif case == "bad_tile":
+        kwargs, match = {"tile_size": 16, "overlap": 16}, "Overlap .* smaller than the tile"
+    with pytest.raises(expect, match=match):
+        run_classification(ClassifyRequest(inputs, tiny_model, str(out_dir / "o.tif"), **kwargs))
+    assert _files(out_dir) == []
+
+
+def test_existing_output_is_not_overwritten_unless_asked(scene, tiny_model, tmp_path):
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="already exists"):
+        run_classification(ClassifyRequest(scene, tiny_model, str(out)))
+    assert out.read_bytes() == b"precious"
+    run_classification(ClassifyRequest(scene, tiny_model, str(out), overwrite=True))
+    assert read(out).shape[0] > 0
+
+
+def test_missing_output_folder_and_bad_model(scene, tiny_model, tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "no" / "o.tif")))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ModelError, match="Cannot open model"):
+        run_classification(ClassifyRequest(scene, str(bad), str(tmp_path / "o.tif")))
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_cancel_leaves_no_file(scene, tiny_model, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 2  # cancel in the middle of the run
+
+    with pytest.raises(Cancelled):
+        run_classification(ClassifyRequest(scene, tiny_model, str(out_dir / "o.tif"), tile_size=8,
+                                           overlap=0), is_cancelled=cancelled)
+    assert _files(out_dir) == []
+
+
+def test_failure_in_the_middle_leaves_no_file(scene, tiny_model, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def progress(fraction, message):
+        if fraction > 0.3:
+            raise RuntimeError("disk full (simulated)")
+
+    with pytest.raises(RuntimeError):
+        run_classification(ClassifyRequest(scene, tiny_model, str(out_dir / "o.tif"), tile_size=8,
+                                           overlap=0), progress=progress)
+    assert _files(out_dir) == []
+
+
+def test_batch_size_and_tiling_do_not_change_a_pointwise_model(scene, tiny_model, tmp_path):
+    a = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "a.tif"), tile_size=8,
+                                           overlap=4, batch_size=1))
+    b = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "b.tif"), tile_size=512,
+                                           overlap=0, batch_size=7))
+    assert np.array_equal(read(a.output_path), read(b.output_path))
+
+
+def test_tile_size_is_rounded_to_the_model_multiple(scene, tiny_model, tmp_path):
+    res = run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif"), tile_size=30,
+                                             overlap=5))
+    assert any("rounded up to 32" in m for m in res.messages)
+
+
+def test_gpu_request_without_cuda_is_a_clear_error(scene, tiny_model, tmp_path):
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA: the error path cannot be exercised")
+    with pytest.raises(ModelError, match="onnxruntime-gpu"):
+        run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif"), device="cuda"))
+    assert not (tmp_path / "o.tif").exists()
