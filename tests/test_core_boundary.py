@@ -1,4 +1,4 @@
-"""The core and the sample-city generator must never import qgis or Qt."""
+"""The core, the sample-city generator and validation must never import qgis, Qt or torch."""
 import ast
 import os
 import pkgutil
@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PURE_PACKAGES = ("plugin/core", "plugin/samplecity")
+PURE_PACKAGES = ("plugin/core", "plugin/samplecity", "plugin/validation")
 FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "PySide2", "PySide6", "sip", "processing", "torch")
 
 

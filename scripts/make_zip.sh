@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Plugin zip for the QGIS plugin repository: committed runtime files only (no training code,
+# tests or build output), under the folder name QGIS installs it as.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p dist
+version=$(sed -n 's/^version=//p' metadata.txt)
+out="dist/urban_functions-$version.zip"
+git archive --format=zip --prefix=urban_functions/ -o "$out" HEAD \
+    metadata.txt __init__.py LICENSE README.md plugin/__init__.py plugin/qgis_plugin.py \
+    plugin/core plugin/samplecity plugin/gui plugin/processing_provider plugin/validation \
+    models resources
+echo "$out ($(du -h "$out" | cut -f1))"
