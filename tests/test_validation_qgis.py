@@ -1,0 +1,327 @@
+"""Validation in real QGIS: ``createvalidationpoints`` and ``assessaccuracy`` through
+processing.run (end to end: create points -> label them from a truth raster -> assess), the
+reference-class drop-down stored in the GeoPackage, and the labelling dock."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+
+from rasters_factory import X0, Y0, write_raster
+
+pytestmark = pytest.mark.qgis
+
+PROVIDER_ID = "ufvalidationtest"
+NAMES = ["no data", "Residential", "Commercial", "Industrial", "Transportation"]
+_keep = []
+
+
+@pytest.fixture(scope="module")
+def provider(processing_app):
+    """A provider holding just the validation algorithms (independent of provider.py)."""
+    from qgis.core import QgsApplication, QgsProcessingProvider
+
+    from plugin.processing_provider.validation_algorithms import validation_algorithms
+
+    class ValidationTestProvider(QgsProcessingProvider):
+        def id(self):
+            return PROVIDER_ID
+
+        def name(self):
+            return "Urban Functions validation (tests)"
+
+        def loadAlgorithms(self):
+            for alg in validation_algorithms():
+                self.addAlgorithm(alg)
+
+    registry = QgsApplication.processingRegistry()
+    old = registry.providerById(PROVIDER_ID)
+    if old is not None:
+        registry.removeProvider(old)
+    prov = ValidationTestProvider()
+    _keep.append(prov)
+    assert registry.addProvider(prov)
+    yield prov
+    registry.removeProvider(prov)
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory):
+    """A classified map (10 m, categories + colours, nodata strip) and a 5 m truth raster."""
+    folder = tmp_path_factory.mktemp("validation_qgis")
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(1, 5, (15, 20)).astype(np.uint8)
+    arr = np.kron(blocks, np.ones((10, 10), np.uint8))      # 150 x 200 cells
+    arr[:, :20] = 0                                         # nodata strip
+    path = write_raster(folder / "map.tif", arr, 32633, (X0, 10, 0, Y0, 0, -10),
+                        gdal.GDT_Byte, 0)
+    ds = gdal.Open(path, gdal.GA_Update)
+    band = ds.GetRasterBand(1)
+    table = gdal.ColorTable()
+    for code, rgb in enumerate([(0, 0, 0), (232, 163, 61), (215, 48, 31), (123, 50, 148),
+                                (82, 82, 82)]):
+        table.SetColorEntry(code, rgb + ((0,) if code == 0 else (255,)))
+    band.SetRasterColorTable(table)
+    band.SetCategoryNames(NAMES)  # after the colour table (GTiff update mode keeps them in PAM)
+    band = ds = None
+    ds = gdal.Open(path)
+    assert ds.GetRasterBand(1).GetMetadata() is not None
+    assert ds.GetRasterBand(1).GetCategoryNames() == NAMES
+    ds = None
+    # truth at 5 m: the map, with a quarter of the blocks changed to another class
+    truth = arr.copy()
+    change = np.kron(rng.random((15, 20)) < 0.25, np.ones((10, 10), bool))
+    truth[change & (arr > 0)] = (truth[change & (arr > 0)] % 4) + 1
+    fine = np.kron(truth, np.ones((2, 2), np.uint8))
+    tpath = write_raster(folder / "truth.tif", fine, 32633, (X0, 5, 0, Y0, 0, -5),
+                         gdal.GDT_Byte, 0)
+    return {"map": path, "truth": tpath, "arr": arr, "truth_arr": truth, "folder": folder}
+
+
+class _Feedback:
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class Capturing(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def pushInfo(self, info):
+                self.lines.append(info)
+                super().pushInfo(info)
+
+        return Capturing()
+
+
+def _create(rasters, out, **extra):
+    import processing
+    params = {"INPUT": rasters["map"], "DESIGN": 0, "ALLOCATION": 1, "SAMPLE_SIZE": 80,
+              "MIN_PER_STRATUM": 10, "MIN_DISTANCE": 0.0, "SEED": 5, "OUTPUT": str(out)}
+    params.update(extra)
+    return processing.run(f"{PROVIDER_ID}:createvalidationpoints", params)
+
+
+def _hand_oa(gpkg, rasters):
+    """Stratified OA by hand: sum_h W_h (correct_h / n_h) from the file and the raster."""
+    arr = rasters["arr"]
+    ds = ogr.Open(str(gpkg))
+    lyr = ds.GetLayer(0)
+    per = {}
+    for f in lyr:
+        if f.IsFieldNull("ref_class"):
+            continue
+        per.setdefault(f["stratum"], []).append(f["ref_class"] == f["map_class"])
+    ds = None
+    n_pix = {c: int((arr == c).sum()) for c in (1, 2, 3, 4)}
+    total = sum(n_pix.values())
+    return sum(n_pix[h] / total * np.mean(v) for h, v in per.items())
+
+
+def test_algorithms_metadata(provider):
+    from qgis.core import QgsApplication
+    reg = QgsApplication.processingRegistry()
+    for name, title in (("createvalidationpoints", "Create validation points"),
+                        ("assessaccuracy", "Assess map accuracy")):
+        alg = reg.algorithmById(f"{PROVIDER_ID}:{name}")
+        assert alg is not None
+        assert alg.displayName() == title
+        assert alg.group() == "Validation"
+        assert "Olofsson" in alg.shortHelpString()
+        assert alg.createInstance().name() == name
+
+
+def test_create_label_assess_end_to_end(provider, rasters, tmp_path):
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    gpkg = tmp_path / "points.gpkg"
+    res = _create(rasters, gpkg)
+    assert res["N_POINTS"] == 80 and res["SEED_USED"] == 5
+    assert os.path.exists(gpkg)
+    layer = QgsVectorLayer(str(gpkg), "pts", "ogr")
+    assert layer.isValid() and layer.featureCount() == 80
+    assert [f.name() for f in layer.fields()][-7:] == [
+        "point_id", "map_class", "map_label", "stratum", "weight", "incl_prob", "ref_class"]
+    arr = rasters["arr"]
+    for f in layer.getFeatures():
+        p = f.geometry().asPoint()
+        col, row = int((p.x() - X0) / 10), int((Y0 - p.y()) / 10)
+        assert arr[row, col] == f["map_class"] == f["stratum"]
+        assert f["map_label"] == NAMES[f["map_class"]]
+        assert f["ref_class"] is None or f["ref_class"] != f["ref_class"] or \
+            str(f["ref_class"]) == "NULL"
+        assert f["weight"] == pytest.approx((arr == f["stratum"]).sum() / 20)  # equal: 20 each
+    # the reference-class drop-down comes back from the GeoPackage's default style
+    setup = layer.editorWidgetSetup(layer.fields().indexFromName("ref_class"))
+    assert setup.type() == "ValueMap"
+    entries = [(label, value) for e in setup.config()["map"] for label, value in e.items()]
+    assert entries == [(f"{NAMES[c]} ({c})", c) for c in (1, 2, 3, 4)]
+    del layer
+
+    # label every point from the truth raster (another resolution), automatically
+    from plugin.validation.labelling import label_points_file
+    labels = label_points_file(str(gpkg), rasters["truth"])
+    assert all(v in (1, 2, 3, 4) for v in labels)
+
+    fb = _Feedback()
+    out = {k: str(tmp_path / f"report.{k}") for k in ("html", "csv", "json")}
+    res = processing.run(f"{PROVIDER_ID}:assessaccuracy", {
+        "POINTS": str(gpkg), "REFERENCE_FIELD": "ref_class", "RASTER": rasters["map"],
+        "OUTPUT_HTML": out["html"], "OUTPUT_CSV": out["csv"], "OUTPUT_JSON": out["json"]},
+        feedback=fb)
+    for path in out.values():
+        assert os.path.getsize(path) > 500
+    oa = _hand_oa(gpkg, rasters)
+    assert 0.5 < oa < 1.0
+    assert res["OVERALL_ACCURACY"] == pytest.approx(oa)
+    assert res["N_POINTS"] == 80
+    assert res["OA_CI_LOW"] < oa < res["OA_CI_HIGH"]
+    assert any(line.startswith("Overall accuracy:") and "±" in line for line in fb.lines)
+    d = json.load(open(out["json"]))
+    assert d["overall_accuracy"]["estimate"] == pytest.approx(oa)
+    assert sum(map(sum, d["error_matrix_counts"]["matrix"])) == 80
+    rows = list(csv.DictReader(open(out["csv"])))
+    assert float(next(r for r in rows if r["quantity"] == "overall_accuracy")["value"]) == \
+        pytest.approx(oa)
+    html = open(out["html"], encoding="utf-8").read()
+    assert "<svg" in html and "Residential" in html
+
+    # the same without the map / stratum fields: read from the raster, post-stratified
+    res2 = processing.run(f"{PROVIDER_ID}:assessaccuracy", {
+        "POINTS": str(gpkg), "REFERENCE_FIELD": "ref_class", "RASTER": rasters["map"],
+        "MAP_FIELD": "", "STRATUM_FIELD": "", "OUTPUT_HTML": str(tmp_path / "r2.html")})
+    assert res2["OVERALL_ACCURACY"] == pytest.approx(oa)
+
+
+def test_sample_size_from_target_se_and_other_designs(provider, rasters, tmp_path):
+    from qgis.core import QgsVectorLayer
+    res = _create(rasters, tmp_path / "se.gpkg", SAMPLE_SIZE=0, TARGET_SE=0.05,
+                  EXPECTED_UA="0.8", ALLOCATION=0, MIN_PER_STRATUM=5)
+    # Olofsson eq. 13 with one U = 0.8 for every class: n = (0.4 / 0.05)^2 = 64 (N large)
+    assert res["N_POINTS"] == 64
+    assert res["EXPECTED_SE_OA"] == pytest.approx(0.05, rel=0.15)
+    res = _create(rasters, tmp_path / "sys.gpkg", DESIGN=2, SAMPLE_SIZE=100)
+    assert 70 <= res["N_POINTS"] <= 130
+    res = _create(rasters, tmp_path / "srs.gpkg", DESIGN=1, SAMPLE_SIZE=50, MIN_DISTANCE=50.0)
+    layer = QgsVectorLayer(str(tmp_path / "srs.gpkg"), "srs", "ogr")
+    pts = [f.geometry().asPoint() for f in layer.getFeatures()]
+    assert len(pts) == 50
+    d = min(a.distance(b) for i, a in enumerate(pts) for b in pts[i + 1:])
+    assert d >= 50.0
+
+
+def test_run_and_load_sets_the_drop_down(provider, rasters, tmp_path):
+    import processing
+    from qgis.core import QgsProject
+    before = set(QgsProject.instance().mapLayers())
+    processing.runAndLoadResults(f"{PROVIDER_ID}:createvalidationpoints", {
+        "INPUT": rasters["map"], "SAMPLE_SIZE": 30, "MIN_PER_STRATUM": 0, "SEED": 1,
+        "OUTPUT": "TEMPORARY_OUTPUT"})
+    added = [lyr for lid, lyr in QgsProject.instance().mapLayers().items() if lid not in before]
+    try:
+        assert len(added) == 1
+        layer = added[0]
+        assert layer.featureCount() == 30
+        setup = layer.editorWidgetSetup(layer.fields().indexFromName("ref_class"))
+        assert setup.type() == "ValueMap"
+    finally:
+        QgsProject.instance().removeMapLayers([lyr.id() for lyr in added])
+
+
+def test_labelling_dock_saves_each_label(provider, rasters, tmp_path, iface):
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    from plugin.gui.labelling_dock import LabellingDock
+
+    gpkg = tmp_path / "dock.gpkg"
+    _create(rasters, gpkg, SAMPLE_SIZE=12, MIN_PER_STRATUM=0, ALLOCATION=1)
+    layer = QgsVectorLayer(str(gpkg), "points", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    dock = LabellingDock(iface, iface.mainWindow())
+    try:
+        dock.set_layer(layer)
+        assert dock.field_name == "ref_class"
+        assert dock.choices == [(c, f"{NAMES[c]} ({c})") for c in (1, 2, 3, 4)]
+        assert len(dock.class_buttons) == 4
+        assert dock.progress() == (0, 12)
+        assert dock.progress_label.text() == "0 of 12 labelled"
+        assert dock.index == 0
+        # the canvas is centred on the point at the chosen scale
+        f = layer.getFeature(dock.current_fid)
+        p = f.geometry().asPoint()
+        c = iface.mapCanvas().center()
+        assert abs(c.x() - p.x()) < 1 and abs(c.y() - p.y()) < 1
+        assert iface.mapCanvas().scale() == pytest.approx(dock.scale_spin.value(), rel=0.01)
+
+        first = dock.current_fid
+        assert dock.label_current(3, advance=True)
+        assert dock.progress() == (1, 12)
+        assert dock.current_fid != first               # moved on to the next unlabelled point
+        # saved in the file at once, the layer is not left in edit mode
+        assert not layer.isEditable()
+        ds = ogr.Open(str(gpkg))
+        assert ds.GetLayer(0).GetFeature(first)["ref_class"] == 3
+        ds = None
+        dock._on_key(2)                                # key "2" = the second class
+        assert dock.progress() == (2, 12)
+        dock.class_buttons[0].click()
+        assert dock.progress() == (3, 12)
+        # navigation: previous lands on the last labelled point, which shows its label
+        dock.previous()
+        assert "Residential" in dock.point_label.text()
+        dock.label_current(None)                      # clear
+        assert dock.progress() == (2, 12)
+        for _ in range(20):
+            if not dock.next_unlabelled():
+                break
+            dock.label_current(4)
+        assert dock.progress() == (12, 12)
+        assert dock.next_unlabelled() is False
+        ds = ogr.Open(str(gpkg))
+        assert all(not f.IsFieldNull("ref_class") for f in ds.GetLayer(0))
+        ds = None
+    finally:
+        dock.cleanup()
+        dock.deleteLater()
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_assess_own_points_in_another_crs_without_map_fields(provider, rasters, tmp_path):
+    """A memory layer in EPSG:4326 with just a reference field: map classes come from the raster
+    (coordinates transformed), strata are the map classes (post-stratified)."""
+    import processing
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature,
+                           QgsField, QgsGeometry, QgsPointXY, QgsProject, QgsVectorLayer)
+    from qgis.PyQt.QtCore import QVariant
+
+    arr, truth = rasters["arr"], rasters["truth_arr"]
+    layer = QgsVectorLayer("Point?crs=EPSG:4326", "own", "memory")
+    layer.dataProvider().addAttributes([QgsField("truth", QVariant.Int)])
+    layer.updateFields()
+    ct = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32633"),
+                                QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    rng = np.random.default_rng(1)
+    rows, cols = np.nonzero(arr > 0)
+    pick = rng.choice(len(rows), 150, replace=False)
+    feats, per = [], {}
+    for i in pick:
+        r, c = int(rows[i]), int(cols[i])
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromPointXY(ct.transform(QgsPointXY(X0 + 10 * c + 5,
+                                                                      Y0 - 10 * r - 5))))
+        f["truth"] = int(truth[r, c])
+        feats.append(f)
+        per.setdefault(int(arr[r, c]), []).append(truth[r, c] == arr[r, c])
+    layer.dataProvider().addFeatures(feats)
+    res = processing.run(f"{PROVIDER_ID}:assessaccuracy", {
+        "POINTS": layer, "REFERENCE_FIELD": "truth", "RASTER": rasters["map"],
+        "OUTPUT_HTML": str(tmp_path / "own.html")})
+    total = int((arr > 0).sum())
+    oa = sum((arr == h).sum() / total * np.mean(v) for h, v in per.items())
+    assert res["OVERALL_ACCURACY"] == pytest.approx(oa)
+    assert res["N_POINTS"] == 150
+    html = open(tmp_path / "own.html", encoding="utf-8").read()
+    assert "Overall accuracy" in html
