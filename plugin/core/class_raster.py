@@ -109,7 +109,12 @@ class ClassRasterWriter:
             os.replace(aux, self.path + ".aux.xml")
         elif os.path.exists(self.path + ".aux.xml"):
             os.remove(self.path + ".aux.xml")  # a stale sidecar of an overwritten output
-        os.replace(self.tmp_path, self.path)
+        try:
+            os.replace(self.tmp_path, self.path)
+        except OSError as exc:  # e.g. Windows: the old output is open in QGIS
+            self.discard()
+            raise OutputError(f"Cannot replace {self.path!r} ({exc.strerror}); remove its layer "
+                              "from the project or choose another output name.") from exc
         return self.path
 
     def discard(self):

@@ -108,9 +108,6 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
         raise ModelError(f"Model file not found: {request.model_path!r}.")
     card = read_card(request.model_path)
     inputs = {m: p for m, p in request.inputs.items() if p}
-    if not inputs:
-        raise InputError("No input raster was given: choose at least one of "
-                         f"{', '.join(card.modalities)}.")
     if request.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     grid = plan_grid(card, inputs, request.extent, request.aoi)

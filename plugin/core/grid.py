@@ -134,7 +134,7 @@ def plan_grid(card, inputs, extent=None, aoi=None, crs_wkt=None):
     """
     if not inputs:
         raise InputError("No input raster was given: choose at least one of "
-                         f"{', '.join(card.modalities)}.")
+                         f"{', '.join(i.label for i in card.inputs)}.")
     infos = [(m, inspect_raster(p, card.input_for(m).label)) for m, p in inputs.items()]
     target = crs_wkt or metric_crs_for(infos)
     tsrs = srs_from_wkt(target)

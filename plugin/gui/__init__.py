@@ -1,0 +1,1 @@
+"""QGIS user interface: dialog, background task, styling and result summaries (imports qgis)."""

@@ -1,0 +1,608 @@
+"""The "Classify urban functions" dialog (built in code, no .ui file).
+
+It is non-modal: the run is a :class:`ClassifyTask` in QGIS's task manager, so the map stays
+usable, the progress shows in the dialog and the task manager, and either can cancel it.
+"""
+import os
+
+from qgis.core import (
+    QgsApplication,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsSettings,
+)
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from ..core.model_card import MODALITIES, MODALITY_LABELS
+from . import qgis_inputs
+from .results import add_result_layer, push_failure, push_success
+from .styling import PROP_MODALITY
+from .task import ClassifyTask
+
+SETTINGS = "UrbanFunctions/dialog/"
+ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "resources", "icons", "urban_functions.svg")
+AREA_INPUTS, AREA_CANVAS, AREA_POLYGONS = "inputs", "canvas", "polygons"
+DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+OTHER_MODEL = "__file__"
+MODEL_DEFAULT_TEXT = "Model default"
+NO_INPUT_MESSAGE = ("Choose at least one input layer: VHR imagery, night-time light or a "
+                    "Sentinel-2 season.")
+
+
+class ClassifyDialog(QDialog):
+    """Pick inputs, model, area and output; run in the background; add the styled result."""
+
+    resultReady = pyqtSignal(object, object)  # ClassifyResult, QgsRasterLayer (or None)
+    runFailed = pyqtSignal(str, bool)          # message, cancelled
+
+    def __init__(self, iface=None, parent=None):
+        super().__init__(parent or (iface.mainWindow() if iface else None))
+        self.iface = iface
+        self.task = None
+        self._model_picked_by_user = False
+        self._models = []
+        self._model_errors = []
+        self._model_file_error = ""
+        self.setWindowTitle("Classify urban functions")
+        self.setWindowIcon(QIcon(ICON))
+        self.setMinimumWidth(560)
+        self._build()
+        self.reload_models()
+        self.restore_settings()
+        self.autofill_inputs()
+        self._update_model_info()
+        self._update_area_widgets()
+        self._show_dependency_warning()
+
+    # construction -----------------------------------------------------------------------------
+    def _build(self):
+        root = QVBoxLayout(self)
+        self.bar = QgsMessageBar(self)
+        self.bar.setSizePolicy(QSizePolicy.Minimum, QSizePolicy.Fixed)
+        root.addWidget(self.bar)
+
+        # inputs
+        box = QGroupBox("Input layers (any of them; at least one)")
+        grid = QGridLayout(box)
+        self.input_combos, self.input_notes = {}, {}
+        for row, modality in enumerate(MODALITIES):
+            combo = QgsMapLayerComboBox()
+            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setAllowEmptyLayer(True)
+            combo.setLayer(None)
+            combo.setToolTip(f"Raster layer with {MODALITY_LABELS[modality].lower()} (optional)")
+            combo.layerChanged.connect(self._inputs_changed)
+            note = QLabel("")
+            note.setStyleSheet("color: #777;")
+            label = QLabel(MODALITY_LABELS[modality])
+            label.setBuddy(combo)
+            grid.addWidget(label, row, 0)
+            grid.addWidget(combo, row, 1)
+            grid.addWidget(note, row, 2)
+            self.input_combos[modality] = combo
+            self.input_notes[modality] = note
+        grid.setColumnStretch(1, 1)
+        root.addWidget(box)
+
+        # model
+        box = QGroupBox("Model")
+        lay = QVBoxLayout(box)
+        self.model_combo = QComboBox()
+        self.model_combo.activated.connect(self._model_activated)
+        self.model_combo.currentIndexChanged.connect(self._update_model_info)
+        lay.addWidget(self.model_combo)
+        self.model_file = QgsFileWidget()
+        self.model_file.setStorageMode(QgsFileWidget.GetFile)
+        self.model_file.setFilter("ONNX model (*.onnx)")
+        self.model_file.setDialogTitle("Choose an Urban Functions model")
+        self.model_file.fileChanged.connect(self._update_model_info)
+        self.model_file.setVisible(False)
+        lay.addWidget(self.model_file)
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextFormat(Qt.RichText)
+        lay.addWidget(self.model_info)
+        root.addWidget(box)
+
+        # area
+        box = QGroupBox("Area to process")
+        lay = QGridLayout(box)
+        self.area_group = QButtonGroup(self)
+        self.area_inputs = QRadioButton("Whole overlap of the input layers")
+        self.area_canvas = QRadioButton("Current map canvas extent")
+        self.area_polygons = QRadioButton("Inside the polygons of")
+        self.aoi_combo = QgsMapLayerComboBox()
+        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.aoi_combo.setAllowEmptyLayer(True)
+        self.aoi_combo.setLayer(None)
+        self.aoi_selected = QCheckBox("Selected features only")
+        for i, button in enumerate((self.area_inputs, self.area_canvas, self.area_polygons)):
+            self.area_group.addButton(button, i)
+            button.toggled.connect(self._update_area_widgets)
+        self.area_inputs.setChecked(True)
+        if self.iface is None:
+            self.area_canvas.setEnabled(False)
+            self.area_canvas.setToolTip("No map canvas is available.")
+        lay.addWidget(self.area_inputs, 0, 0, 1, 3)
+        lay.addWidget(self.area_canvas, 1, 0, 1, 3)
+        lay.addWidget(self.area_polygons, 2, 0)
+        lay.addWidget(self.aoi_combo, 2, 1)
+        lay.addWidget(self.aoi_selected, 2, 2)
+        lay.setColumnStretch(1, 1)
+        root.addWidget(box)
+
+        # output
+        box = QGroupBox("Output")
+        form = QFormLayout(box)
+        self.output_file = QgsFileWidget()
+        self.output_file.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_file.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.output_file.setDialogTitle("Save urban functions as")
+        self.output_file.lineEdit().setPlaceholderText("functions.tif")
+        form.addRow("Output GeoTIFF", self.output_file)
+        row = QHBoxLayout()
+        self.confidence = QCheckBox("Add a confidence band")
+        self.confidence.setToolTip("Band 2: probability of the chosen class, in percent.")
+        self.overwrite = QCheckBox("Overwrite an existing file")
+        row.addWidget(self.confidence)
+        row.addWidget(self.overwrite)
+        row.addStretch(1)
+        form.addRow(row)
+        root.addWidget(box)
+
+        # advanced
+        self.advanced = QgsCollapsibleGroupBox("Advanced")
+        self.advanced.setCollapsed(True)
+        self.advanced.setSaveCollapsedState(False)
+        form = QFormLayout(self.advanced)
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(0, 4096)
+        self.tile_size.setSpecialValueText(MODEL_DEFAULT_TEXT)
+        self.tile_size.setSuffix(" cells")
+        self.tile_size.setToolTip("Tile edge in output cells; larger tiles need more memory.")
+        self.overlap = QSpinBox()
+        self.overlap.setRange(-1, 2048)
+        self.overlap.setSpecialValueText(MODEL_DEFAULT_TEXT)
+        self.overlap.setSuffix(" cells")
+        self.overlap.setValue(-1)
+        self.overlap.setToolTip("Overlap between neighbouring tiles, blended to hide seams.")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 256)
+        self.batch_size.setValue(4)
+        self.batch_size.setToolTip("Tiles per inference call.")
+        self.device = QComboBox()
+        for label, value in DEVICES:
+            self.device.addItem(label, value)
+        form.addRow("Tile size", self.tile_size)
+        form.addRow("Tile overlap", self.overlap)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Device", self.device)
+        root.addWidget(self.advanced)
+
+        # progress + buttons
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        root.addWidget(self.progress)
+        root.addWidget(self.status)
+        root.addStretch(1)
+        self.buttons = QDialogButtonBox()
+        self.run_button = QPushButton("Run")
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.setEnabled(False)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.buttons.addButton(self.run_button, QDialogButtonBox.ActionRole)
+        self.buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.buttons.rejected.connect(self.reject)
+        root.addWidget(self.buttons)
+
+    # models -----------------------------------------------------------------------------------
+    def reload_models(self):
+        """Fill the model picker with the installed models (needs onnxruntime to read cards)."""
+        from ..core.environment import missing_dependencies
+        current = self.model_combo.currentData()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self._models, self._model_errors = [], []
+        if not missing_dependencies():
+            from ..core.models import list_models
+            self._models = list_models(errors=self._model_errors)
+        for entry in self._models:
+            self.model_combo.addItem(entry.card.title, entry.path)
+            self.model_combo.setItemData(self.model_combo.count() - 1, entry.card.summary,
+                                         Qt.ToolTipRole)
+        self.model_combo.addItem("Other model file…", OTHER_MODEL)
+        index = self.model_combo.findData(current)
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+        self._update_model_info()
+
+    def _model_activated(self, _index):
+        self._model_picked_by_user = True
+
+    def selected_model(self):
+        """(path, card) of the chosen model, or (path or None, None) if it cannot be read."""
+        data = self.model_combo.currentData()
+        if data == OTHER_MODEL:
+            path = self.model_file.filePath().strip()
+            if not path:
+                return None, None
+            try:
+                from ..core.models import cached_card
+                self._model_file_error = ""
+                return path, cached_card(path)
+            except Exception as exc:  # ModelError, missing file, missing onnxruntime
+                self._model_file_error = str(exc)
+                return path, None
+        for entry in self._models:
+            if entry.path == data:
+                return entry.path, entry.card
+        return None, None
+
+    def select_model(self, name_or_path):
+        """Select a model by card name or file path, as the user would (scripts, tests)."""
+        for i, entry in enumerate(self._models):
+            if name_or_path in (entry.card.name, entry.path):
+                self.model_combo.setCurrentIndex(i)
+                self._model_picked_by_user = True
+                return True
+        if name_or_path and os.path.isfile(name_or_path):
+            self.model_combo.setCurrentIndex(self.model_combo.findData(OTHER_MODEL))
+            self.model_file.setFilePath(name_or_path)
+            self._model_picked_by_user = True
+            return True
+        return False
+
+    def _update_model_info(self, *_):
+        self.model_file.setVisible(self.model_combo.currentData() == OTHER_MODEL)
+        path, card = self.selected_model()
+        chosen = set(self.selected_inputs())
+        if card is None:
+            if self.model_combo.currentData() == OTHER_MODEL:
+                from html import escape
+                text = ("Choose an .onnx model exported for Urban Functions." if not path else
+                        f"<span style='color:#c00'>{escape(path)} is not a readable Urban "
+                        f"Functions model: {escape(self._model_file_error)}</span>")
+            elif not self._models:
+                text = "<span style='color:#c00'>No model is installed.</span>"
+            else:
+                text = ""
+            self.model_info.setText(text)
+            for note in self.input_notes.values():
+                note.setText("")
+            return
+        accepted = []
+        for m in MODALITIES:
+            name = MODALITY_LABELS[m]
+            if m in card.modalities:
+                accepted.append(f"<b>{name}</b>" if m in chosen else name)
+        from html import escape
+        self.model_info.setText(f"{escape(card.summary)}<br><small>Accepts: "
+                                f"{', '.join(accepted)}. {len(card.classes)} classes, "
+                                f"{card.output.gsd_m:g} m cells.</small>")
+        for m, note in self.input_notes.items():
+            if m in card.modalities:
+                note.setText("")
+                note.setStyleSheet("color: #777;")
+            elif m in chosen:
+                note.setText("not used by this model")
+                note.setStyleSheet("color: #c00;")
+            else:
+                note.setText("not used by this model")
+                note.setStyleSheet("color: #777;")
+
+    # inputs -----------------------------------------------------------------------------------
+    def selected_inputs(self):
+        """{modality: layer} of the pickers that have a layer."""
+        return {m: c.currentLayer() for m, c in self.input_combos.items() if c.currentLayer()}
+
+    def set_input(self, modality, layer):
+        self.input_combos[modality].setLayer(layer)
+
+    def autofill_inputs(self):
+        """Fill empty pickers with layers tagged with their modality (e.g. the sample city)."""
+        for layer in QgsProject.instance().mapLayers().values():
+            modality = layer.customProperty(PROP_MODALITY)
+            if modality in self.input_combos and self.input_combos[modality].currentLayer() is None:
+                self.input_combos[modality].setLayer(layer)
+
+    def _inputs_changed(self, *_):
+        chosen = list(self.selected_inputs())
+        if chosen and not self._model_picked_by_user and self._models:
+            from ..core.errors import ModelError
+            from ..core.models import default_model_for
+            try:
+                entry = default_model_for(chosen)
+            except ModelError:
+                entry = None
+            if entry is not None:
+                index = self.model_combo.findData(entry.path)
+                if index >= 0:
+                    self.model_combo.setCurrentIndex(index)
+        if chosen and not self.output_file.filePath().strip():
+            self.output_file.setFilePath(self._suggest_output())
+        self._update_model_info()
+
+    def _suggest_output(self):
+        layer = next(iter(self.selected_inputs().values()))
+        path, _ = qgis_inputs.raster_layer_path(layer)
+        folder = os.path.dirname(path) if path and os.path.exists(path) else os.path.expanduser("~")
+        candidate = os.path.join(folder, "urban_functions.tif")
+        n = 2
+        while os.path.exists(candidate):
+            candidate = os.path.join(folder, f"urban_functions_{n}.tif")
+            n += 1
+        return candidate
+
+    # area -------------------------------------------------------------------------------------
+    def area_mode(self):
+        if self.area_canvas.isChecked():
+            return AREA_CANVAS
+        if self.area_polygons.isChecked():
+            return AREA_POLYGONS
+        return AREA_INPUTS
+
+    def set_area_mode(self, mode):
+        {AREA_CANVAS: self.area_canvas, AREA_POLYGONS: self.area_polygons}.get(
+            mode, self.area_inputs).setChecked(True)
+
+    def _update_area_widgets(self, *_):
+        polygons = self.area_polygons.isChecked()
+        self.aoi_combo.setEnabled(polygons)
+        self.aoi_selected.setEnabled(polygons)
+
+    # output -----------------------------------------------------------------------------------
+    def output_path(self):
+        path = self.output_file.filePath().strip()
+        if path and not os.path.splitext(path)[1]:
+            path += ".tif"
+        return path
+
+    # validation -------------------------------------------------------------------------------
+    def problems(self):
+        """Everything that stops a run, as messages for the user (empty list: ready to run)."""
+        from ..core.environment import missing_dependencies
+        problems = list(missing_dependencies())
+        inputs = self.selected_inputs()
+        if not inputs:
+            problems.append(NO_INPUT_MESSAGE)
+        for modality, layer in inputs.items():
+            _path, problem = qgis_inputs.raster_layer_path(layer, MODALITY_LABELS[modality])
+            if problem:
+                problems.append(problem)
+        path, card = self.selected_model()
+        if card is None:
+            if path:
+                problems.append(f"{path} is not a readable Urban Functions model (.onnx with a "
+                                f"model card): {self._model_file_error}")
+            elif not self._models and not missing_dependencies():
+                problems.append("No model is installed: choose an Urban Functions .onnx file "
+                                "under 'Other model file…' or put one in the plugin's models "
+                                "folder.")
+            elif self._models:
+                problems.append("Choose a model, or an .onnx file under 'Other model file…'.")
+        else:
+            unused = [MODALITY_LABELS[m] for m in inputs if m not in card.modalities]
+            if unused:
+                problems.append(
+                    f"The model '{card.title}' does not use {', '.join(unused)}: clear "
+                    f"{'that input' if len(unused) == 1 else 'those inputs'} or choose a model "
+                    f"that accepts {'it' if len(unused) == 1 else 'them'} (this one accepts "
+                    f"{', '.join(MODALITY_LABELS[m] for m in card.modalities)}).")
+            elif inputs and len(inputs) < card.min_inputs:
+                problems.append(f"The model '{card.title}' needs at least {card.min_inputs} "
+                                "inputs.")
+        mode = self.area_mode()
+        if mode == AREA_POLYGONS:
+            _aoi, problem = qgis_inputs.layer_aoi(self.aoi_combo.currentLayer(),
+                                                  self.aoi_selected.isChecked())
+            if problem:
+                problems.append(problem)
+        elif mode == AREA_CANVAS and self.iface is None:
+            problems.append("There is no map canvas to take the extent from.")
+        out = self.output_path()
+        if not out:
+            problems.append("Choose where to save the output GeoTIFF.")
+        else:
+            folder = os.path.dirname(os.path.abspath(out))
+            if not out.lower().endswith((".tif", ".tiff")):
+                problems.append(f"The output must be a GeoTIFF (.tif): {out}")
+            elif not os.path.isdir(folder):
+                problems.append(f"The output folder does not exist: {folder}")
+            elif os.path.exists(out) and not self.overwrite.isChecked():
+                problems.append(f"{out} already exists: tick 'Overwrite an existing file' or "
+                                "choose another name.")
+            elif self.task is not None and out == self.task.request.output_path:
+                problems.append("A run writing this output is still in progress.")
+        return problems
+
+    def build_request(self):
+        """The engine request for the current settings (call after ``problems()`` is empty)."""
+        from ..core.engine import ClassifyRequest
+        inputs = {}
+        for modality, layer in self.selected_inputs().items():
+            path, _problem = qgis_inputs.raster_layer_path(layer)
+            inputs[modality] = path
+        model_path, _card = self.selected_model()
+        extent = aoi = None
+        mode = self.area_mode()
+        if mode == AREA_CANVAS and self.iface is not None:
+            canvas = self.iface.mapCanvas()
+            extent = qgis_inputs.extent_tuple(canvas.extent(),
+                                              canvas.mapSettings().destinationCrs())
+        elif mode == AREA_POLYGONS:
+            aoi, _problem = qgis_inputs.layer_aoi(self.aoi_combo.currentLayer(),
+                                                  self.aoi_selected.isChecked())
+        return ClassifyRequest(
+            inputs=inputs, model_path=model_path, output_path=self.output_path(),
+            extent=extent, aoi=aoi,
+            tile_size=self.tile_size.value() or None,
+            overlap=None if self.overlap.value() < 0 else self.overlap.value(),
+            batch_size=self.batch_size.value(), device=self.device.currentData(),
+            confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked())
+
+    def _show_dependency_warning(self):
+        from ..core.environment import missing_dependencies
+        missing = missing_dependencies()
+        if missing:
+            self.bar.pushCritical("Missing dependencies", " ".join(missing))
+        elif self._model_errors:
+            self.bar.pushWarning("Some models could not be read", " ".join(self._model_errors))
+
+    # running ----------------------------------------------------------------------------------
+    def is_running(self):
+        return self.task is not None
+
+    def run(self):
+        """Validate and start the task. Returns the task, or ``None`` (problems shown)."""
+        if self.task is not None:
+            return None
+        problems = self.problems()
+        if problems:
+            self.bar.clearWidgets()
+            self.bar.pushCritical("Cannot run", " ".join(problems))
+            self.status.setText("\n".join(problems))
+            return None
+        self.bar.clearWidgets()
+        self.save_settings()
+        request = self.build_request()
+        _path, card = self.selected_model()
+        task = ClassifyTask(request, f"Urban functions: {os.path.basename(request.output_path)}")
+        # bound methods of widgets: queued into the GUI thread (the task emits from its thread)
+        task.progressChanged.connect(self._on_progress)
+        task.progressText.connect(self.status.setText)
+        task.succeeded.connect(self._succeeded)
+        task.failed.connect(self._failed)
+        self.task = task
+        self._set_running(True)
+        self.progress.setValue(0)
+        self.status.setText(f"Running {card.title if card else 'the model'}…")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _on_progress(self, value):
+        self.progress.setValue(int(value))
+
+    def cancel(self):
+        if self.task is not None:
+            self.status.setText("Cancelling…")
+            self.task.cancel()
+
+    def _set_running(self, running):
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _message_bar(self):
+        return self.iface.messageBar() if self.iface is not None else self.bar
+
+    def _succeeded(self, result):
+        self.task = None
+        self._set_running(False)
+        self.progress.setValue(100)
+        layer = add_result_layer(result)
+        push_success(self._message_bar(), result, self)
+        from .summary import short_summary
+        self.status.setText(f"{short_summary(result)}\nSaved as {result.output_path}")
+        self.resultReady.emit(result, layer)
+
+    def _failed(self, message, cancelled):
+        self.task = None
+        self._set_running(False)
+        self.progress.setValue(0)
+        push_failure(self._message_bar(), message, cancelled)
+        if self.iface is not None:
+            push_failure(self.bar, message, cancelled)
+        self.status.setText(message)
+        self.runFailed.emit(message, cancelled)
+
+    # settings ---------------------------------------------------------------------------------
+    def save_settings(self):
+        s = QgsSettings()
+        for modality, combo in self.input_combos.items():
+            layer = combo.currentLayer()
+            s.setValue(SETTINGS + f"input/{modality}", layer.source() if layer else "")
+        path, _card = self.selected_model()
+        # only a model the user chose is remembered; otherwise the best fit is picked again
+        s.setValue(SETTINGS + "model", (path or "") if self._model_picked_by_user else "")
+        s.setValue(SETTINGS + "area", self.area_mode())
+        aoi = self.aoi_combo.currentLayer()
+        s.setValue(SETTINGS + "aoi", aoi.source() if aoi else "")
+        s.setValue(SETTINGS + "aoi_selected", self.aoi_selected.isChecked())
+        s.setValue(SETTINGS + "output", self.output_file.filePath())
+        s.setValue(SETTINGS + "confidence", self.confidence.isChecked())
+        s.setValue(SETTINGS + "overwrite", self.overwrite.isChecked())
+        s.setValue(SETTINGS + "tile_size", self.tile_size.value())
+        s.setValue(SETTINGS + "overlap", self.overlap.value())
+        s.setValue(SETTINGS + "batch_size", self.batch_size.value())
+        s.setValue(SETTINGS + "device", self.device.currentData())
+
+    def restore_settings(self):
+        s = QgsSettings()
+        layers = list(QgsProject.instance().mapLayers().values())
+
+        def by_source(source):
+            return next((lyr for lyr in layers if source and lyr.source() == source), None)
+
+        for modality, combo in self.input_combos.items():
+            layer = by_source(s.value(SETTINGS + f"input/{modality}", "", type=str))
+            if layer is not None and combo.currentLayer() is None:
+                combo.setLayer(layer)
+        model = s.value(SETTINGS + "model", "", type=str)
+        if model:
+            self.select_model(model)
+        self.set_area_mode(s.value(SETTINGS + "area", AREA_INPUTS, type=str))
+        aoi = by_source(s.value(SETTINGS + "aoi", "", type=str))
+        if aoi is not None:
+            self.aoi_combo.setLayer(aoi)
+        self.aoi_selected.setChecked(s.value(SETTINGS + "aoi_selected", False, type=bool))
+        self.output_file.setFilePath(s.value(SETTINGS + "output", "", type=str))
+        self.confidence.setChecked(s.value(SETTINGS + "confidence", False, type=bool))
+        self.overwrite.setChecked(s.value(SETTINGS + "overwrite", False, type=bool))
+        self.tile_size.setValue(s.value(SETTINGS + "tile_size", 0, type=int))
+        self.overlap.setValue(s.value(SETTINGS + "overlap", -1, type=int))
+        self.batch_size.setValue(s.value(SETTINGS + "batch_size", 4, type=int))
+        index = self.device.findData(s.value(SETTINGS + "device", "auto", type=str))
+        self.device.setCurrentIndex(max(0, index))
+
+    def reject(self):  # Close / Esc: keep the settings; a running task keeps running
+        self.save_settings()
+        super().reject()
+
+    def shutdown(self):
+        """Cancel a running task and stop listening to it (plugin unload)."""
+        task, self.task = self.task, None
+        if task is not None:
+            for signal, slot in ((task.progressChanged, self._on_progress),
+                                 (task.progressText, self.status.setText),
+                                 (task.succeeded, self._succeeded), (task.failed, self._failed)):
+                try:
+                    signal.disconnect(slot)
+                except (TypeError, RuntimeError):
+                    pass
+            task.cancel()

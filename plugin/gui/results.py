@@ -1,0 +1,67 @@
+"""What happens in QGIS once a run is over: styled layer in the project, message bar summary."""
+import os
+
+from qgis.core import Qgis, QgsMessageLog, QgsProject
+from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
+
+from .styling import apply_class_style, load_class_layer, write_style_sidecar
+from .summary import html_summary, short_summary, text_summary
+
+TITLE = "Urban Functions"
+LOG_TAG = "Urban Functions"
+
+
+def result_layer_name(result):
+    stem = os.path.splitext(os.path.basename(result.output_path))[0]
+    return f"{stem} ({result.card.title})"
+
+
+def add_result_layer(result, project=None):
+    """Style the output, save its .qml sidecar and add it to ``project``. Returns the layer."""
+    project = project or QgsProject.instance()
+    classes = result.card.classes
+    try:
+        write_style_sidecar(result.output_path, classes)
+    except OSError as exc:
+        QgsMessageLog.logMessage(f"Style not saved: {exc}", LOG_TAG, Qgis.Warning)
+    # a rerun that overwrote a file already in the project: refresh that layer, no duplicate
+    target = os.path.realpath(result.output_path)
+    for existing in project.mapLayers().values():
+        if existing.providerType() == "gdal" and \
+                os.path.realpath(existing.source()) == target:
+            existing.reload()  # reopens the file
+            apply_class_style(existing, classes)
+            existing.setName(result_layer_name(result))
+            return existing
+    layer = load_class_layer(result.output_path, result_layer_name(result), classes)
+    if layer is None:
+        return None
+    project.addMapLayer(layer)
+    return layer
+
+
+def push_success(message_bar, result, parent=None):
+    """Message bar summary (provider, time, area per class) with a Details button."""
+    QgsMessageLog.logMessage(text_summary(result), LOG_TAG, Qgis.Success)
+    if message_bar is None:
+        return None
+    item = message_bar.createMessage(TITLE, short_summary(result))
+    button = QPushButton("Details", item)
+    html = html_summary(result)
+
+    def show_details():
+        box = QMessageBox(QMessageBox.Information, TITLE, html, QMessageBox.Ok, parent)
+        box.setTextFormat(1)  # Qt.RichText
+        box.exec_()
+
+    button.clicked.connect(show_details)
+    item.layout().addWidget(button)
+    message_bar.pushWidget(item, Qgis.Success, 0)
+    return item
+
+
+def push_failure(message_bar, message, cancelled=False):
+    level = Qgis.Warning if cancelled else Qgis.Critical
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+    if message_bar is not None:
+        message_bar.pushMessage(TITLE, message, level, 10 if cancelled else 0)

@@ -1,0 +1,101 @@
+"""Styling of urban-function rasters: one place used by the dialog, Processing and the screenshots.
+
+A class raster (band 1: class codes, 0 = nodata) is drawn with a :class:`QgsPalettedRasterRenderer`
+whose classes, labels and colours come from the model card, so the legend reads "Residential",
+"Commercial"... in the card's colours.  Value 0 is not a class, hence transparent.
+
+``write_style_sidecar`` also saves that style as ``<output>.qml`` next to the GeoTIFF: QGIS loads a
+``.qml`` with the raster's name as the layer's default style, so the output is styled in any later
+session too (drag and drop, Browser, another project).
+"""
+import os
+
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+from ..core.classes import NODATA_CODE
+
+CLASS_BAND = 1
+# Custom layer properties the plugin sets, so it can recognise its own layers later.
+PROP_KIND = "urban_functions/kind"          # "classes", "input", "ground_truth"
+PROP_MODALITY = "urban_functions/modality"  # for inputs: vhr, ntl, s2_summer...
+
+
+def _class_fields(c):
+    """(code, label, color) of a card class, a class-area entry or a plain dict."""
+    if isinstance(c, dict):
+        return int(c["code"]), str(c.get("label") or c.get("name")), str(c["color"])
+    return int(c.code), str(getattr(c, "label", "") or c.name), str(c.color)
+
+
+def palette_classes(classes):
+    """Renderer classes for the card's classes (ordered by code, nodata code skipped)."""
+    out = []
+    for code, label, color in sorted(_class_fields(c) for c in classes):
+        if code == NODATA_CODE:
+            continue
+        out.append(QgsPalettedRasterRenderer.Class(code, QColor(color), label))
+    return out
+
+
+def paletted_renderer(layer, classes, band=CLASS_BAND):
+    """A paletted renderer for ``layer``'s class band."""
+    return QgsPalettedRasterRenderer(layer.dataProvider(), band, palette_classes(classes))
+
+
+def apply_class_style(layer, classes, band=CLASS_BAND):
+    """Style ``layer`` as a class raster: paletted, labelled, value 0 transparent.
+
+    Returns the layer for chaining.
+    """
+    provider = layer.dataProvider()
+    # The engine writes nodata = 0; make sure QGIS treats it so even if the file lacks the tag.
+    if not provider.sourceHasNoDataValue(band):
+        from qgis.core import QgsRasterRange
+        provider.setUserNoDataValue(band, [QgsRasterRange(NODATA_CODE, NODATA_CODE)])
+    layer.setRenderer(paletted_renderer(layer, classes, band))
+    layer.setCustomProperty(PROP_KIND, "classes")
+    layer.triggerRepaint()
+    # let legends (layer tree, layouts) pick up the new symbology
+    layer.emitStyleChanged()
+    return layer
+
+
+def style_sidecar_path(raster_path):
+    """Where QGIS looks for a raster's default style: same name, ``.qml`` extension."""
+    return os.path.splitext(str(raster_path))[0] + ".qml"
+
+
+def write_style_sidecar(raster_path, classes):
+    """Save the class style as ``<raster>.qml`` (the raster's default style). Returns its path.
+
+    Raises ``OSError`` if the raster cannot be opened or the style cannot be written.
+    """
+    layer = QgsRasterLayer(str(raster_path), "urban functions", "gdal")
+    if not layer.isValid():
+        raise OSError(f"Cannot open {raster_path} to write its style.")
+    apply_class_style(layer, classes)
+    qml = style_sidecar_path(raster_path)
+    message, ok = layer.saveNamedStyle(qml)
+    if not ok:
+        raise OSError(f"Cannot write the style {qml}: {message}")
+    return qml
+
+
+def load_class_layer(raster_path, name, classes):
+    """Open a class raster as a styled layer (not added to any project). Invalid -> ``None``."""
+    layer = QgsRasterLayer(str(raster_path), name, "gdal")
+    if not layer.isValid():
+        return None
+    return apply_class_style(layer, classes)
+
+
+def legend_entries(layer):
+    """[(value, label, '#rrggbb')] of a paletted layer (for tests and summaries)."""
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsPalettedRasterRenderer):
+        return []
+    return [(int(c.value), c.label, c.color.name()) for c in renderer.classes()]

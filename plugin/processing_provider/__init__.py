@@ -1,0 +1,1 @@
+"""Processing provider ``urbanfunctions`` with the algorithm ``classify`` (imports qgis)."""

@@ -1,0 +1,316 @@
+"""Processing algorithm ``urbanfunctions:classify``: the dialog's job for the toolbox, batch mode,
+the model designer and ``qgis_process``::
+
+    qgis_process.bin run urbanfunctions:classify -- VHR=vhr.tif NTL=ntl.tif S2_SUMMER=s2.tif \
+        MODEL=sample_city_fusion OUTPUT=functions.tif
+"""
+import json
+import os
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.model_card import MODALITIES, MODALITY_LABELS
+from ..gui import qgis_inputs
+from ..gui.styling import apply_class_style, write_style_sidecar
+from ..gui.summary import text_summary
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "resources", "icons", "urban_functions.svg")
+
+# parameter name per modality: VHR, NTL, S2_SPRING, S2_SUMMER, S2_AUTUMN, S2_WINTER
+MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
+DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+
+
+def _is_unset(value):
+    if value is None:
+        return True
+    try:  # QVariant NULL from the GUI / model designer
+        from qgis.PyQt.QtCore import QVariant
+        if isinstance(value, QVariant) and value.isNull():
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(value, str) and value.strip() == ""
+
+
+class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Applies the paletted class style to the output when Processing loads it into a project.
+
+    Processing takes ownership of the C++ object; a reference is kept here so the Python side
+    survives until Processing calls it (a known PyQGIS pitfall).
+    """
+
+    _alive = []
+
+    def __init__(self, classes, name=None):
+        super().__init__()
+        self.classes = classes
+        self.name = name
+
+    @classmethod
+    def create(cls, classes, name=None):
+        processor = cls(classes, name)
+        cls._alive = cls._alive[-15:] + [processor]
+        return processor
+
+    def postProcessLayer(self, layer, context, feedback):
+        apply_class_style(layer, self.classes)
+        if self.name:
+            layer.setName(self.name)
+
+
+class ClassifyAlgorithm(QgsProcessingAlgorithm):
+    MODEL = "MODEL"
+    EXTENT = "EXTENT"
+    AOI = "AOI"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    CONFIDENCE = "CONFIDENCE"
+    OUTPUT = "OUTPUT"
+    PROVIDER = "PROVIDER"
+    SECONDS = "SECONDS"
+    MANIFEST = "MANIFEST"
+    CLASS_AREAS = "CLASS_AREAS"
+
+    def createInstance(self):
+        return ClassifyAlgorithm()
+
+    def name(self):
+        return "classify"
+
+    def displayName(self):
+        return "Classify urban functions"
+
+    def group(self):
+        return ""
+
+    def groupId(self):
+        return ""
+
+    def tags(self):
+        return ["urban", "function", "land use", "classification", "segmentation", "onnx",
+                "night-time light", "ntl", "sentinel-2", "vhr", "deep learning"]
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def svgIconPath(self):
+        return ICON
+
+    def flags(self):
+        return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
+
+    def shortHelpString(self):
+        models = self._model_help()
+        return (
+            "Maps urban functions (residential, commercial, industrial, transportation, public "
+            "services, green space, water, agricultural/undeveloped) with a bundled neural network."
+            "<p><b>Inputs</b>: any of VHR imagery, night-time light and Sentinel-2 spring/summer/"
+            "autumn/winter rasters (files readable by GDAL, any CRS); at least one is needed and "
+            "the model must accept each one given.</p>"
+            "<p><b>Model</b>: the name of a bundled model or the path to an .onnx file. Leave it "
+            "empty to pick the installed model that fits the given inputs best.</p>"
+            f"{models}"
+            "<p><b>Extent</b> and <b>Area of interest</b> (polygons, selected features only if "
+            "ticked) limit the area processed; without them the overlap of the inputs is "
+            "processed. Cells outside the polygons are nodata.</p>"
+            "<p><b>Output</b>: GeoTIFF, band 1 class codes (0 = nodata) with colours and class "
+            "names, optional band 2 confidence (%). A .qml style with the same name is written "
+            "next to it, and a run manifest (.json) records inputs, model and settings.</p>"
+            "<p>Advanced: tile size and overlap in output cells (empty = the model's defaults), "
+            "batch size, device.</p>")
+
+    def _model_help(self):
+        try:
+            from ..core.environment import missing_dependencies
+            if missing_dependencies():
+                return ""
+            from ..core.models import list_models
+            entries = list_models()
+        except Exception:
+            return ""
+        if not entries:
+            return "<p>No model is installed.</p>"
+        items = "".join(
+            f"<li><b>{e.card.name}</b>: {e.card.summary} (inputs: "
+            f"{', '.join(MODALITY_LABELS[m] for m in e.card.modalities)})</li>" for e in entries)
+        return f"<p>Installed models:</p><ul>{items}</ul>"
+
+    def initAlgorithm(self, config=None):
+        for param, modality in MODALITY_PARAMS:
+            self.addParameter(QgsProcessingParameterRasterLayer(
+                param, MODALITY_LABELS[modality], optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, "Model (bundled model name or .onnx path; empty = best fit for the inputs)",
+            defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, "Extent to process (empty = overlap of the inputs)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.AOI, "Area of interest (polygons; outside is nodata)",
+            [QgsProcessing.TypeVectorPolygon], optional=True))
+
+        advanced = []
+        advanced.append(QgsProcessingParameterNumber(
+            self.TILE_SIZE, "Tile size (output cells; empty = model default)",
+            QgsProcessingParameterNumber.Integer, None, True, 1, 4096))
+        advanced.append(QgsProcessingParameterNumber(
+            self.OVERLAP, "Tile overlap (output cells; empty = model default)",
+            QgsProcessingParameterNumber.Integer, None, True, 0, 2048))
+        advanced.append(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Batch size (tiles per inference call)",
+            QgsProcessingParameterNumber.Integer, 4, False, 1, 256))
+        advanced.append(QgsProcessingParameterEnum(
+            self.DEVICE, "Device", [label for label, _ in DEVICES], False, 0, False))
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.CONFIDENCE, "Add a confidence band (band 2, %)", defaultValue=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, "Urban functions"))
+        self.addOutput(QgsProcessingOutputString(self.PROVIDER, "Execution provider that ran"))
+        self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Run time (seconds)"))
+        self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Run manifest (JSON)"))
+        self.addOutput(QgsProcessingOutputString(
+            self.CLASS_AREAS, "Area per class (JSON: name -> m²)"))
+
+    def canExecute(self):
+        from ..core.environment import missing_dependencies
+        missing = missing_dependencies()
+        if missing:
+            return False, "Urban Functions cannot run: " + " ".join(missing)
+        return True, ""
+
+    # helpers ---------------------------------------------------------------------------------
+    def _optional_int(self, parameters, name, context):
+        if _is_unset(parameters.get(name)):
+            return None
+        return self.parameterAsInt(parameters, name, context)
+
+    def _inputs(self, parameters, context):
+        inputs = {}
+        for param, modality in MODALITY_PARAMS:
+            if _is_unset(parameters.get(param)):
+                continue
+            layer = self.parameterAsRasterLayer(parameters, param, context)
+            if layer is None:
+                raise QgsProcessingException(
+                    f"{MODALITY_LABELS[modality]}: cannot open {parameters.get(param)!r} as a "
+                    "raster layer.")
+            path, problem = qgis_inputs.raster_layer_path(layer, MODALITY_LABELS[modality])
+            if problem:
+                raise QgsProcessingException(problem)
+            inputs[modality] = path
+        return inputs
+
+    def _model(self, parameters, context, inputs):
+        from ..core.models import default_model_for, find_model
+        from ..core.errors import ModelError
+        from ..core.models import BUNDLED_DIR, list_models
+        name = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
+        if name:
+            return find_model(name)
+        if not list_models():
+            raise ModelError(f"No model is installed (looked in {BUNDLED_DIR}); give the path "
+                             "to an .onnx model in MODEL.")
+        return default_model_for(list(inputs))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..core.environment import missing_dependencies
+        missing = missing_dependencies()
+        if missing:
+            raise QgsProcessingException("Urban Functions cannot run: " + " ".join(missing))
+        from ..core.engine import ClassifyRequest, run_classification
+        from ..core.errors import Cancelled, UrbanFunctionsError
+
+        inputs = self._inputs(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        try:
+            entry = self._model(parameters, context, inputs)
+            extent = None
+            if not _is_unset(parameters.get(self.EXTENT)):
+                rect = self.parameterAsExtent(parameters, self.EXTENT, context)
+                crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+                extent = qgis_inputs.extent_tuple(rect, crs)
+            aoi = None
+            if not _is_unset(parameters.get(self.AOI)):
+                source = self.parameterAsSource(parameters, self.AOI, context)
+                if source is None:
+                    raise QgsProcessingException("Area of interest: cannot open the polygon layer.")
+                aoi = qgis_inputs.aoi_tuple(qgis_inputs.polygon_union(source.getFeatures()),
+                                            source.sourceCrs())
+                if aoi is None:
+                    raise QgsProcessingException(
+                        "Area of interest: the layer has no polygon (or no selected polygon).")
+            device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][1]
+            request = ClassifyRequest(
+                inputs=inputs,
+                model_path=entry.path,
+                output_path=output,
+                extent=extent,
+                aoi=aoi,
+                tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
+                overlap=self._optional_int(parameters, self.OVERLAP, context),
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 4,
+                device=device,
+                confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
+                overwrite=True,  # Processing outputs replace existing files
+            )
+            feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
+            last = {"text": None}
+
+            def progress(fraction, message=""):
+                feedback.setProgress(100.0 * max(0.0, min(1.0, float(fraction))))
+                if message and message != last["text"]:
+                    last["text"] = message
+                    feedback.setProgressText(str(message))
+
+            result = run_classification(request, progress=progress,
+                                        is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
+        except Cancelled as exc:
+            raise QgsProcessingException(str(exc) or "Cancelled; nothing was written.") from exc
+        except UrbanFunctionsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+        feedback.pushInfo(text_summary(result))
+        classes = result.card.classes
+        try:
+            write_style_sidecar(result.output_path, classes)
+        except OSError as exc:
+            feedback.reportError(f"The output is fine but its style could not be saved: {exc}")
+        if context.willLoadLayerOnCompletion(output):
+            details = context.layerToLoadOnCompletionDetails(output)
+            details.setPostProcessor(ClassStylePostProcessor.create(classes))
+            if not details.name or details.name == self.parameterDefinition(
+                    self.OUTPUT).description():
+                details.name = f"Urban functions ({result.card.title})"
+        areas = {getattr(c, "name", str(c.code)): float(c.area_m2) for c in result.class_areas}
+        return {
+            self.OUTPUT: result.output_path,
+            self.PROVIDER: result.provider,
+            self.SECONDS: float(result.seconds),
+            self.MANIFEST: result.manifest_path,
+            self.CLASS_AREAS: json.dumps(areas),
+        }

@@ -1,0 +1,231 @@
+"""Screenshots for the documentation: ``make screenshots`` (``scripts/screenshots.py docs``).
+
+Starts QGIS headless, generates the sample city (seed 0), loads it, runs the "Classify urban
+functions" dialog on it (the real background task) and saves
+
+* ``<out>/dialog.png``: the dialog after the run (inputs, model, area, output, advanced, result),
+* ``<out>/result.png``: the styled result with its legend, scale bar and title (a print layout).
+
+Usage: python scripts/screenshots.py [OUT_DIR] [--model PATH] [--work DIR]
+(the sample city in --work is reused when it is already there).
+"""
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+DEFAULT_MODEL = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
+
+
+class ScreenshotIface:
+    """The parts of QgisInterface the dialog uses, as real widgets."""
+
+    def __init__(self):
+        from qgis.gui import QgsMapCanvas, QgsMessageBar
+        from qgis.PyQt.QtWidgets import QMainWindow
+        self._main = QMainWindow()
+        self._canvas = QgsMapCanvas(self._main)
+        self._canvas.resize(800, 600)
+        self._bar = QgsMessageBar(self._main)
+
+    def mainWindow(self):
+        return self._main
+
+    def mapCanvas(self):
+        return self._canvas
+
+    def messageBar(self):
+        return self._bar
+
+
+def wait_for(predicate, timeout):
+    from qgis.PyQt.QtCore import QCoreApplication
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def grab_dialog(dialog, path):
+    from qgis.PyQt.QtCore import QCoreApplication
+    dialog.show()
+    dialog.adjustSize()
+    dialog.resize(max(dialog.width(), 720), dialog.sizeHint().height())
+    for _ in range(10):
+        QCoreApplication.processEvents()
+    pixmap = dialog.grab()
+    if not pixmap.save(path):
+        raise SystemExit(f"Could not save {path}")
+    return path
+
+
+def export_result_layout(project, layer, background, path, title, subtitle=""):
+    """A print layout: map (result over a faded input), legend, scale bar, title -> PNG."""
+    from qgis.core import (QgsLayoutExporter, QgsLayoutItemLabel, QgsLayoutItemLegend,
+                           QgsLayoutItemMap, QgsLayoutItemScaleBar, QgsLayoutPoint,
+                           QgsLayoutSize, QgsLegendRenderer, QgsLegendStyle,
+                           QgsMapLayerLegendUtils, QgsPrintLayout, QgsRectangle, QgsUnitTypes)
+    from qgis.PyQt.QtGui import QFont
+
+    mm = QgsUnitTypes.LayoutMillimeters
+    extent = QgsRectangle(layer.extent())
+    map_w = 150.0
+    map_h = min(150.0, map_w * extent.height() / extent.width())
+    layout = QgsPrintLayout(project)
+    layout.initializeDefaults()
+    top = 24.0
+    layout.pageCollection().page(0).setPageSize(QgsLayoutSize(250, map_h + top + 8, mm))
+
+    for text, size, bold, y in ((title, 15, True, 4), (subtitle, 10, False, 13)):
+        if not text:
+            continue
+        label = QgsLayoutItemLabel(layout)
+        label.setText(text)
+        label.setFont(QFont("Sans", size, QFont.Bold if bold else QFont.Normal))
+        layout.addLayoutItem(label)
+        label.attemptMove(QgsLayoutPoint(8, y, mm))
+        label.attemptResize(QgsLayoutSize(234, 9, mm))
+
+    map_item = QgsLayoutItemMap(layout)
+    layout.addLayoutItem(map_item)
+    map_item.attemptMove(QgsLayoutPoint(8, top, mm))
+    map_item.attemptResize(QgsLayoutSize(map_w, map_h, mm))
+    map_item.setLayers([layer] + ([background] if background is not None else []))
+    map_item.setCrs(layer.crs())
+    # setExtent first: zoomToExtent() needs a non-empty current extent for its aspect ratio
+    map_item.setExtent(extent)
+    map_item.attemptResize(QgsLayoutSize(map_w, map_h, mm))
+    map_item.zoomToExtent(extent)
+    map_item.setFrameEnabled(True)
+
+    legend = QgsLayoutItemLegend(layout)
+    layout.addLayoutItem(legend)
+    legend.setTitle("Urban function")
+    legend.setLinkedMap(map_item)
+    legend.setAutoUpdateModel(False)
+    root = legend.model().rootGroup()
+    root.removeAllChildren()
+    node = root.addLayer(layer)
+    QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)  # no layer name line
+    # drop QGIS's "Band 1: ..." line: keep only the class entries
+    count = len(legend.model().layerLegendNodes(node, True))
+    QgsMapLayerLegendUtils.setLegendNodeOrder(node, list(range(1, count)))
+    legend.model().refreshLayerLegend(node)
+    legend.setStyleFont(QgsLegendStyle.Title, QFont("Sans", 13, QFont.Bold))
+    legend.setStyleFont(QgsLegendStyle.Subgroup, QFont("Sans", 10, QFont.Bold))
+    legend.setStyleFont(QgsLegendStyle.SymbolLabel, QFont("Sans", 10))
+    legend.attemptMove(QgsLayoutPoint(map_w + 14, top, mm))
+    legend.adjustBoxSize()
+
+    scale = QgsLayoutItemScaleBar(layout)
+    layout.addLayoutItem(scale)
+    scale.setStyle("Single Box")
+    scale.setLinkedMap(map_item)
+    scale.applyDefaultSize()
+    scale.setUnits(QgsUnitTypes.DistanceKilometers)
+    scale.setUnitLabel("km")
+    scale.setNumberOfSegmentsLeft(0)
+    scale.setNumberOfSegments(2)
+    width_km = extent.width() / 1000.0
+    step = next(s for s in (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50) if s * 2 >= width_km / 6)
+    scale.setUnitsPerSegment(step)
+    scale.update()
+    scale.attemptMove(QgsLayoutPoint(map_w + 14, top + map_h - 14, mm))
+
+    exporter = QgsLayoutExporter(layout)
+    settings = QgsLayoutExporter.ImageExportSettings()
+    settings.dpi = 110
+    status = exporter.exportToImage(path, settings)
+    if status != QgsLayoutExporter.Success:
+        raise SystemExit(f"Layout export failed ({status}) for {path}")
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default=os.path.join(ROOT, "docs"))
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model .onnx (default: bundled)")
+    parser.add_argument("--work", default=os.path.join(ROOT, "build", "screenshots"),
+                        help="folder for the sample city and the run (default: build/screenshots)")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"Model not found: {args.model}. Train it with `make train-sample` or "
+                         "pass --model PATH.")
+    os.makedirs(args.out, exist_ok=True)
+    work = os.path.abspath(args.work)
+    os.makedirs(work, exist_ok=True)
+
+    from plugin.core.environment import add_venv_site_packages
+    add_venv_site_packages()
+    from qgis.core import QgsApplication, QgsProject, QgsSettings
+    app = QgsApplication([], True, os.path.join(work, "profile"))
+    app.initQgis()
+    try:
+        from plugin.gui.dialog import ClassifyDialog
+        from plugin.gui.summary import format_seconds, provider_label
+        from plugin.qgis_plugin import add_sample_city_layers
+        from plugin.samplecity import generate_sample_city
+
+        print(f"Generating the sample city in {work}/city …")
+        city = generate_sample_city(os.path.join(work, "city"), seed=0)
+        project = QgsProject.instance()
+        iface = ScreenshotIface()
+        layers = add_sample_city_layers(city, project, iface.mapCanvas())
+
+        QgsSettings().remove("UrbanFunctions")
+        dialog = ClassifyDialog(iface)
+        dialog.autofill_inputs()
+        dialog.select_model(args.model)
+        _path, card = dialog.selected_model()
+        for modality, combo in dialog.input_combos.items():  # only what the model accepts
+            if card is not None and modality not in card.modalities:
+                combo.setLayer(None)
+        output = os.path.join(work, "urban_functions.tif")
+        dialog.output_file.setFilePath(output)
+        dialog.overwrite.setChecked(True)
+        dialog.confidence.setChecked(True)
+        dialog.advanced.setCollapsed(False)
+        problems = dialog.problems()
+        if problems:
+            raise SystemExit("The dialog refuses to run: " + " ".join(problems))
+        done = []
+        dialog.resultReady.connect(lambda result, layer: done.append((result, layer)))
+        dialog.runFailed.connect(lambda message, cancelled: done.append((None, message)))
+        dialog.show()
+        print("Running the classification from the dialog …")
+        dialog.run()
+        if not wait_for(lambda: done, 900):
+            raise SystemExit("The classification did not finish within 15 minutes.")
+        result, layer = done[0]
+        if result is None:
+            raise SystemExit(f"The classification failed: {layer}")
+        dialog_png = grab_dialog(dialog, os.path.join(args.out, "dialog.png"))
+        print(f"Wrote {dialog_png}")
+
+        background = next((lyr for lyr in layers
+                           if lyr.customProperty("urban_functions/modality") == "vhr"), None)
+        if background is not None:
+            background.setOpacity(0.35)
+        layer.setOpacity(0.85 if background is not None else 1.0)
+        result_png = export_result_layout(
+            project, layer, background, os.path.join(args.out, "result.png"),
+            "Urban functions of the sample city",
+            f"Model: {result.card.title}. Ran on {provider_label(result.provider)} in "
+            f"{format_seconds(result.seconds)}.")
+        print(f"Wrote {result_png}")
+        dialog.close()
+        del dialog, layer, layers, background
+        project.clear()
+    finally:
+        app.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
