@@ -140,6 +140,7 @@ def export_result_layout(project, layer, background, path, title, subtitle=""):
 
     exporter = QgsLayoutExporter(layout)
     settings = QgsLayoutExporter.ImageExportSettings()
+    settings.exportMetadata = False  # no time/user stamps: the PNG is reproducible
     settings.dpi = 110
     status = exporter.exportToImage(path, settings)
     if status != QgsLayoutExporter.Success:

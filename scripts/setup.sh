@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PROFILE=${URBAN_FUNCTIONS_PROFILE:-$ROOT/.profile}
-APT_PACKAGES="qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb"
+APT_PACKAGES="qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb python3-h5py"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -381,3 +381,15 @@ def test_sample_city_chain_estimates_the_true_accuracy(sample_city, tmp_path):
         true_area = float((ref[ok] == c).mean())
         est = a.areas[c].proportion
         assert abs(est.value - true_area) < 4 * max(est.se, 1e-3), c
+
+
+def test_target_se_is_met_even_when_minimums_distort_the_allocation():
+    from plugin.validation.sample_size import expected_oa_se, plan, sample_size_for_oa
+    counts = {1: 800_000, 2: 150_000, 3: 30_000, 4: 15_000, 5: 5_000}
+    n13 = sample_size_for_oa(counts, 0.02, 0.8)
+    p = plan(counts, target_se=0.02, method="proportional", min_per_stratum=50, expected_ua=0.8)
+    assert p["expected_oa_se"] <= 0.02, p
+    assert p["n"] > n13, "the minimums pull points from the big class: n must grow"
+    # without minimums a proportional split needs no more than eq. 13 gives (within rounding)
+    q = plan(counts, target_se=0.02, method="proportional", min_per_stratum=0, expected_ua=0.8)
+    assert q["expected_oa_se"] <= 0.02 and q["n"] <= 1.05 * n13  # eq. 13 ignores the n_h - 1

@@ -246,8 +246,8 @@ def build_html(a, title="Map accuracy assessment", exports=()):
     parts.append("<h2>Error matrix</h2>")
     parts.append("<p class=\"muted\">Rows: map class, columns: reference class. Bold: number of "
                  "sample points; below: estimated proportion of the map area "
-                 "(p&#770;<sub>ij</sub> = W<sub>i</sub> n<sub>ij</sub> / n<sub>i&middot;</sub> "
-                 "when strata are the map classes); colour: p&#770;<sub>ij</sub> on a "
+                 "(<i>p&#770;</i><sub>ij</sub> = W<sub>i</sub> n<sub>ij</sub> / n<sub>i&middot;</sub> "
+                 "when strata are the map classes); colour: <i>p&#770;</i><sub>ij</sub> on a "
                  "square-root scale. Last row and column: totals.</p>")
     parts.append(matrix_svg(a))
     parts.append("<h2>Accuracy per class</h2>")

@@ -179,17 +179,37 @@ def expected_oa_se(counts, allocation, expected_ua=None):
     return math.sqrt(var)
 
 
+def size_for_target(counts, target_se, method="proportional", min_per_stratum=0,
+                    expected_ua=None, max_rounds=40):
+    """Smallest n (from eq. 13 upwards) whose allocation meets ``target_se``.
+
+    Eq. 13 assumes the Neyman-optimal split; minimums per stratum or another allocation move
+    points away from it, so n is raised until the allocated design predicts SE <= target.
+    """
+    n = sample_size_for_oa(counts, target_se, expected_ua)
+    alloc = allocate(counts, n, method, min_per_stratum, expected_ua)
+    for _ in range(max_rounds):
+        se = expected_oa_se(counts, alloc, expected_ua)
+        if not se > target_se:  # also stops on nan (a stratum with < 2 points and no room)
+            break
+        n = max(n + 1, int(math.ceil(n * min(2.0, (se / target_se) ** 2))))
+        alloc = allocate(counts, n, method, min_per_stratum, expected_ua)
+    return n, alloc
+
+
 def plan(counts, n=None, target_se=None, method="proportional", min_per_stratum=0,
          expected_ua=None):
     """What the UI shows before drawing: total, allocation and predicted standard errors.
 
-    Give either ``n`` or ``target_se`` (then n comes from :func:`sample_size_for_oa`).
+    Give either ``n`` or ``target_se`` (then n comes from :func:`size_for_target`).
     """
     if n is None:
         if target_se is None:
             raise ValueError("Give a sample size or a target standard error of overall accuracy.")
-        n = sample_size_for_oa(counts, target_se, expected_ua)
-    alloc = allocate(counts, n, method, min_per_stratum, expected_ua)
+        n = sample_size_for_oa(counts, target_se, expected_ua)  # reported as requested_n
+        _, alloc = size_for_target(counts, target_se, method, min_per_stratum, expected_ua)
+    else:
+        alloc = allocate(counts, n, method, min_per_stratum, expected_ua)
     codes, _, w = _weights(counts)
     u = expected_ua_for(codes, expected_ua)
     ua_se = {c: (math.sqrt(ui * (1 - ui) / (alloc.n[c] - 1)) if alloc.n[c] > 1 else float("nan"))

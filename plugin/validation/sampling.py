@@ -33,7 +33,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .raster_access import ValidationError, _as_codes, _open, count_classes
-from .sample_size import ALLOCATION_METHODS, allocate, plan, sample_size_for_oa
+from .sample_size import (ALLOCATION_METHODS, allocate, plan, sample_size_for_oa,
+                          size_for_target)
 
 DESIGNS = ("stratified", "simple", "systematic")
 ALLOCATIONS = ALLOCATION_METHODS
@@ -228,8 +229,15 @@ def draw_sample(raster_path, n=None, design="stratified", allocation="proportion
         if target_se is None:
             raise ValidationError("Give a sample size or a target standard error of overall "
                                   "accuracy.")
-        n = sample_size_for_oa(sizes, target_se, expected_ua)
-        say(f"Sample size for SE(OA) = {target_se:g}: n = {n} (Olofsson et al. 2014, eq. 13).")
+        n13 = sample_size_for_oa(sizes, target_se, expected_ua)
+        say(f"Sample size for SE(OA) = {target_se:g}: n = {n13} (Olofsson et al. 2014, eq. 13).")
+        if design == "stratified":
+            n, _ = size_for_target(sizes, target_se, allocation, min_per_stratum, expected_ua)
+            if n != n13:
+                say(f"Raised to n = {n} so that the {allocation} allocation with at least "
+                    f"{min_per_stratum} per class still meets the target standard error.")
+        else:
+            n = n13
     n = int(n)
     min_distance = float(min_distance or 0.0)
 
