@@ -5,7 +5,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .classify_algorithm import ClassifyAlgorithm
-from .validation_algorithms import AssessAccuracyAlgorithm, CreateValidationPointsAlgorithm
+from .validation_algorithms import validation_algorithms
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "resources", "icons", "urban_functions.svg")
@@ -30,8 +30,8 @@ class UrbanFunctionsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         self.addAlgorithm(ClassifyAlgorithm())
-        self.addAlgorithm(CreateValidationPointsAlgorithm())
-        self.addAlgorithm(AssessAccuracyAlgorithm())
+        for algorithm in validation_algorithms():
+            self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):
         # the engine writes GeoTIFF only (colour table, category names, atomic rename)

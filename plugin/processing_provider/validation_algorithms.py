@@ -494,6 +494,97 @@ def _pct(est):
     return f"{100 * est.value:.1f}% ± {100 * est.half_width:.1f}%"
 
 
+class PlanValidationSampleAlgorithm(_Base):
+    """The sample size and allocation a design would draw, shown before drawing anything."""
+    INPUT = "INPUT"
+    BAND = "BAND"
+    ALLOCATION = "ALLOCATION"
+    SAMPLE_SIZE = "SAMPLE_SIZE"
+    TARGET_SE = "TARGET_SE"
+    EXPECTED_UA = "EXPECTED_UA"
+    MIN_PER_STRATUM = "MIN_PER_STRATUM"
+    N_POINTS = "N_POINTS"
+    EQ13_N = "EQ13_N"
+    EXPECTED_SE_OA = "EXPECTED_SE_OA"
+
+    def createInstance(self):
+        return PlanValidationSampleAlgorithm()
+
+    def name(self):
+        return "planvalidationsample"
+
+    def displayName(self):
+        return "Plan validation sample size"
+
+    def tags(self):
+        return ["validation", "sample size", "allocation", "standard error", "olofsson"]
+
+    def shortHelpString(self):
+        return ("Shows, without drawing any point, how many validation points a stratified random "
+                "design needs and how they are split between the map classes: the sample size "
+                "from a target standard error of overall accuracy and the expected user's "
+                "accuracies (Olofsson et al. 2014, eq. 13), raised when per-class minimums move "
+                "points away from the optimal split, and the expected standard errors of overall "
+                "and user's accuracies. Then run <i>Create validation points</i> with the same "
+                "settings.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Classified raster"))
+        band = QgsProcessingParameterBand(self.BAND, "Class band", 1, self.INPUT, True)
+        band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(band)
+        self.addParameter(QgsProcessingParameterEnum(
+            self.ALLOCATION, "Allocation to classes", [a for a, _ in ALLOCATIONS], False, 0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SAMPLE_SIZE, "Number of points (0 = from the target standard error below)",
+            QgsProcessingParameterNumber.Integer, 0, False, 0, 10_000_000))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TARGET_SE, "Target standard error of overall accuracy",
+            QgsProcessingParameterNumber.Double, 0.01, False, 0.0001, 0.5))
+        self.addParameter(QgsProcessingParameterString(
+            self.EXPECTED_UA, "Expected user's accuracy (0.8, or per class: 1=0.9, 2=0.7, 0.8)",
+            defaultValue="0.8", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_PER_STRATUM, "Minimum number of points per class",
+            QgsProcessingParameterNumber.Integer, 50, False, 0, 1_000_000))
+        self.addOutput(QgsProcessingOutputNumber(self.N_POINTS, "Number of points"))
+        self.addOutput(QgsProcessingOutputNumber(self.EQ13_N, "Sample size from eq. 13"))
+        self.addOutput(QgsProcessingOutputNumber(self.EXPECTED_SE_OA,
+                                                 "Expected SE of overall accuracy"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..validation.raster_access import ValidationError, count_classes
+        from ..validation.sample_size import parse_expected_ua, plan
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        path = _raster_path(layer, "Classified raster")
+        band = self.parameterAsInt(parameters, self.BAND, context) or 1
+        n = self.parameterAsInt(parameters, self.SAMPLE_SIZE, context)
+        try:
+            expected_ua = parse_expected_ua(
+                self.parameterAsString(parameters, self.EXPECTED_UA, context))
+            counts = count_classes(path, band, progress=lambda f: feedback.setProgress(100 * f),
+                                   is_cancelled=feedback.isCanceled)
+            sizes = {c: v for c, v in counts.totals.items() if v > 0}
+            p = plan(sizes, n if n > 0 else None,
+                     self.parameterAsDouble(parameters, self.TARGET_SE, context),
+                     ALLOCATIONS[self.parameterAsEnum(parameters, self.ALLOCATION, context)][1],
+                     self.parameterAsInt(parameters, self.MIN_PER_STRATUM, context), expected_ua)
+        except (ValidationError, ValueError) as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        feedback.pushInfo(f"Sample size from eq. 13: {p['requested_n']}; to draw: {p['n']} "
+                          f"points; expected SE of overall accuracy {p['expected_oa_se']:.4f}.")
+        for c in sorted(p["allocation"]):
+            feedback.pushInfo(f"{counts.info.label(c)} ({c}): weight {p['weights'][c]:.4f}, "
+                              f"{p['allocation'][c]} points, expected SE of user's accuracy "
+                              f"{p['expected_ua_se'][c]:.3f}")
+        for note in p["notes"]:
+            feedback.pushInfo(note)
+        return {self.N_POINTS: p["n"], self.EQ13_N: p["requested_n"],
+                self.EXPECTED_SE_OA: p["expected_oa_se"]}
+
+
 def validation_algorithms():
     """The algorithms to add in the provider's ``loadAlgorithms``."""
-    return [CreateValidationPointsAlgorithm(), AssessAccuracyAlgorithm()]
+    return [PlanValidationSampleAlgorithm(), CreateValidationPointsAlgorithm(),
+            AssessAccuracyAlgorithm()]
