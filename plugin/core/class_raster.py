@@ -100,7 +100,8 @@ class ClassRasterWriter:
     def commit(self, build_overviews=True):
         """Finish the file and move it onto the target name in one rename."""
         if build_overviews and min(self.ds.RasterXSize, self.ds.RasterYSize) > 512:
-            self.ds.BuildOverviews("MODE", [2, 4, 8, 16])
+            # NEAREST keeps class codes intact (GDAL 3.6 warns on MODE for paletted bands)
+            self.ds.BuildOverviews("NEAREST", [2, 4, 8, 16])
         self.ds.FlushCache()
         self.ds = None
         # GTiff keeps category names in the PAM sidecar: publish it first, the raster last
