@@ -12,44 +12,13 @@ Usage: python scripts/screenshots.py [OUT_DIR] [--model PATH] [--work DIR]
 import argparse
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qgis_docs import WidgetIface, add_scale_bar, export_png, wait_for  # noqa: E402
 DEFAULT_MODEL = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
-
-
-class ScreenshotIface:
-    """The parts of QgisInterface the dialog uses, as real widgets."""
-
-    def __init__(self):
-        from qgis.gui import QgsMapCanvas, QgsMessageBar
-        from qgis.PyQt.QtWidgets import QMainWindow
-        self._main = QMainWindow()
-        self._canvas = QgsMapCanvas(self._main)
-        self._canvas.resize(800, 600)
-        self._bar = QgsMessageBar(self._main)
-
-    def mainWindow(self):
-        return self._main
-
-    def mapCanvas(self):
-        return self._canvas
-
-    def messageBar(self):
-        return self._bar
-
-
-def wait_for(predicate, timeout):
-    from qgis.PyQt.QtCore import QCoreApplication
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        QCoreApplication.processEvents()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def grab_dialog(dialog, path):
@@ -67,8 +36,8 @@ def grab_dialog(dialog, path):
 
 def export_result_layout(project, layer, background, path, title, subtitle=""):
     """A print layout: map (result over a faded input), legend, scale bar, title -> PNG."""
-    from qgis.core import (QgsLayoutExporter, QgsLayoutItemLabel, QgsLayoutItemLegend,
-                           QgsLayoutItemMap, QgsLayoutItemScaleBar, QgsLayoutPoint,
+    from qgis.core import (QgsLayoutItemLabel, QgsLayoutItemLegend,
+                           QgsLayoutItemMap, QgsLayoutPoint,
                            QgsLayoutSize, QgsLegendRenderer, QgsLegendStyle,
                            QgsMapLayerLegendUtils, QgsPrintLayout, QgsRectangle, QgsUnitTypes)
     from qgis.PyQt.QtGui import QFont
@@ -123,29 +92,8 @@ def export_result_layout(project, layer, background, path, title, subtitle=""):
     legend.attemptMove(QgsLayoutPoint(map_w + 14, top, mm))
     legend.adjustBoxSize()
 
-    scale = QgsLayoutItemScaleBar(layout)
-    layout.addLayoutItem(scale)
-    scale.setStyle("Single Box")
-    scale.setLinkedMap(map_item)
-    scale.applyDefaultSize()
-    scale.setUnits(QgsUnitTypes.DistanceKilometers)
-    scale.setUnitLabel("km")
-    scale.setNumberOfSegmentsLeft(0)
-    scale.setNumberOfSegments(2)
-    width_km = extent.width() / 1000.0
-    step = next(s for s in (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50) if s * 2 >= width_km / 6)
-    scale.setUnitsPerSegment(step)
-    scale.update()
-    scale.attemptMove(QgsLayoutPoint(map_w + 14, top + map_h - 14, mm))
-
-    exporter = QgsLayoutExporter(layout)
-    settings = QgsLayoutExporter.ImageExportSettings()
-    settings.exportMetadata = False  # no time/user stamps: the PNG is reproducible
-    settings.dpi = 110
-    status = exporter.exportToImage(path, settings)
-    if status != QgsLayoutExporter.Success:
-        raise SystemExit(f"Layout export failed ({status}) for {path}")
-    return path
+    add_scale_bar(layout, map_item, extent, map_w + 14, top + map_h - 14)
+    return export_png(layout, path)
 
 
 def main(argv=None):
@@ -176,7 +124,7 @@ def main(argv=None):
         print(f"Generating the sample city in {work}/city …")
         city = generate_sample_city(os.path.join(work, "city"), seed=0)
         project = QgsProject.instance()
-        iface = ScreenshotIface()
+        iface = WidgetIface()
         layers = add_sample_city_layers(city, project, iface.mapCanvas())
 
         QgsSettings().remove("UrbanFunctions")

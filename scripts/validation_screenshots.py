@@ -28,6 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qgis_docs import WidgetIface, add_scale_bar, export_png, wait_for  # noqa: E402
 QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"
 if QGIS_PYTHON_PLUGINS not in sys.path:
     sys.path.append(QGIS_PYTHON_PLUGINS)
@@ -47,52 +49,10 @@ REPORT_MAX_BYTES = 600_000
 
 # -- small helpers ------------------------------------------------------------------------------
 
-class Iface:
-    """The parts of QgisInterface the labelling dock uses: main window, canvas, message bar."""
-
-    def __init__(self):
-        from qgis.gui import QgsMapCanvas, QgsMessageBar
-        from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget
-        self._main = QMainWindow()
-        self._main.setWindowTitle("Urban Functions: label validation points")
-        central = QWidget()
-        lay = QVBoxLayout(central)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        self._bar = QgsMessageBar()
-        self._canvas = QgsMapCanvas()
-        lay.addWidget(self._bar)
-        lay.addWidget(self._canvas)
-        self._main.setCentralWidget(central)
-
-    def mainWindow(self):
-        return self._main
-
-    def mapCanvas(self):
-        return self._canvas
-
-    def messageBar(self):
-        return self._bar
-
-    def addDockWidget(self, area, dock):
-        self._main.addDockWidget(area, dock)
-
-
 def process_events(n=10):
     from qgis.PyQt.QtCore import QCoreApplication
     for _ in range(n):
         QCoreApplication.processEvents()
-
-
-def wait_for(predicate, timeout):
-    from qgis.PyQt.QtCore import QCoreApplication
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        QCoreApplication.processEvents()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def sha256(path):
@@ -175,8 +135,8 @@ def points_symbol(size_mm, outline_mm):
 
 
 def export_points_layout(project, classes_layer, points_layer, per_class, path, title, subtitle):
-    from qgis.core import (QgsLayoutExporter, QgsLayoutItemLabel, QgsLayoutItemLegend,
-                           QgsLayoutItemMap, QgsLayoutItemScaleBar, QgsLayoutPoint,
+    from qgis.core import (QgsLayoutItemLabel, QgsLayoutItemLegend,
+                           QgsLayoutItemMap, QgsLayoutPoint,
                            QgsLayoutSize, QgsLegendRenderer, QgsLegendStyle,
                            QgsMapLayerLegendUtils, QgsPrintLayout, QgsRectangle, QgsUnitTypes)
     from qgis.PyQt.QtGui import QFont
@@ -235,29 +195,8 @@ def export_points_layout(project, classes_layer, points_layer, per_class, path, 
     legend.attemptMove(QgsLayoutPoint(map_w + 14, top, mm))
     legend.adjustBoxSize()
 
-    scale = QgsLayoutItemScaleBar(layout)
-    layout.addLayoutItem(scale)
-    scale.setStyle("Single Box")
-    scale.setLinkedMap(map_item)
-    scale.applyDefaultSize()
-    scale.setUnits(QgsUnitTypes.DistanceKilometers)
-    scale.setUnitLabel("km")
-    scale.setNumberOfSegmentsLeft(0)
-    scale.setNumberOfSegments(2)
-    width_km = extent.width() / 1000.0
-    step = next(s for s in (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50) if s * 2 >= width_km / 6)
-    scale.setUnitsPerSegment(step)
-    scale.update()
-    scale.attemptMove(QgsLayoutPoint(map_w + 14, top + map_h - 14, mm))
-
-    exporter = QgsLayoutExporter(layout)
-    settings = QgsLayoutExporter.ImageExportSettings()
-    settings.dpi = 110
-    settings.exportMetadata = False  # no creation time or user name: the same run, the same bytes
-    status = exporter.exportToImage(path, settings)
-    if status != QgsLayoutExporter.Success:
-        raise SystemExit(f"Layout export failed ({status}) for {path}")
-    return path
+    add_scale_bar(layout, map_item, extent, map_w + 14, top + map_h - 14)
+    return export_png(layout, path)
 
 
 # -- 4. the labelling dock -----------------------------------------------------------------------
@@ -269,7 +208,7 @@ def grab_labelling_dock(points_layer, vhr_layer, ground_truth, path):
     from plugin.gui.labelling_dock import LabellingDock
     from plugin.validation.labelling import label_from_reference
 
-    iface = Iface()
+    iface = WidgetIface()
     main = iface.mainWindow()
     canvas = iface.mapCanvas()
     canvas.setCanvasColor(Qt.white)

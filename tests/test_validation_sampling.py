@@ -384,7 +384,7 @@ def test_sample_city_chain_estimates_the_true_accuracy(sample_city, tmp_path):
 
 
 def test_target_se_is_met_even_when_minimums_distort_the_allocation():
-    from plugin.validation.sample_size import expected_oa_se, plan, sample_size_for_oa
+    from plugin.validation.sample_size import plan, sample_size_for_oa
     counts = {1: 800_000, 2: 150_000, 3: 30_000, 4: 15_000, 5: 5_000}
     n13 = sample_size_for_oa(counts, 0.02, 0.8)
     p = plan(counts, target_se=0.02, method="proportional", min_per_stratum=50, expected_ua=0.8)

@@ -22,7 +22,7 @@ number of input cells.
 import json
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 from .errors import ModelError
 

@@ -122,6 +122,25 @@ class ReferenceWidgetPostProcessor(QgsProcessingLayerPostProcessorInterface):
             apply_reference_widget(layer, self.choices)
 
 
+def _add_sample_size_parameters(alg, allocation_label, default_n):
+    """Allocation, sample size, target SE, expected UA and minimum per class: shared by the
+    planning and the drawing algorithm so both read the same settings the same way."""
+    alg.addParameter(QgsProcessingParameterEnum(
+        "ALLOCATION", allocation_label, [a for a, _ in ALLOCATIONS], False, 0))
+    alg.addParameter(QgsProcessingParameterNumber(
+        "SAMPLE_SIZE", "Number of points (0 = from the target standard error below)",
+        QgsProcessingParameterNumber.Integer, default_n, False, 0, 10_000_000))
+    alg.addParameter(QgsProcessingParameterNumber(
+        "TARGET_SE", "Target standard error of overall accuracy (used when the number of points "
+        "is 0)", QgsProcessingParameterNumber.Double, 0.01, False, 0.0001, 0.5))
+    alg.addParameter(QgsProcessingParameterString(
+        "EXPECTED_UA", "Expected user's accuracy (0.8, or per class: 1=0.9, 2=0.7, 0.8)",
+        defaultValue="0.8", optional=True))
+    alg.addParameter(QgsProcessingParameterNumber(
+        "MIN_PER_STRATUM", "Minimum number of points per class",
+        QgsProcessingParameterNumber.Integer, 50, False, 0, 1_000_000))
+
+
 class _Base(QgsProcessingAlgorithm):
 
     def group(self):
@@ -191,21 +210,7 @@ class CreateValidationPointsAlgorithm(_Base):
         self.addParameter(band)
         self.addParameter(QgsProcessingParameterEnum(
             self.DESIGN, "Sampling design", [d for d, _ in DESIGNS], False, 0))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.ALLOCATION, "Allocation to classes (stratified design)",
-            [a for a, _ in ALLOCATIONS], False, 0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SAMPLE_SIZE, "Number of points (0 = from the target standard error below)",
-            QgsProcessingParameterNumber.Integer, 500, False, 0, 10_000_000))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TARGET_SE, "Target standard error of overall accuracy (used when the number of "
-            "points is 0)", QgsProcessingParameterNumber.Double, 0.01, False, 0.0001, 0.5))
-        self.addParameter(QgsProcessingParameterString(
-            self.EXPECTED_UA, "Expected user's accuracy (0.8, or per class: 1=0.9, 2=0.7, 0.8)",
-            defaultValue="0.8", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_PER_STRATUM, "Minimum number of points per class",
-            QgsProcessingParameterNumber.Integer, 50, False, 0, 1_000_000))
+        _add_sample_size_parameters(self, "Allocation to classes (stratified design)", 500)
         self.addParameter(QgsProcessingParameterDistance(
             self.MIN_DISTANCE, "Minimum distance between points", 0.0, self.INPUT, False, 0.0))
         self.addParameter(QgsProcessingParameterNumber(
@@ -533,20 +538,7 @@ class PlanValidationSampleAlgorithm(_Base):
         band = QgsProcessingParameterBand(self.BAND, "Class band", 1, self.INPUT, True)
         band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(band)
-        self.addParameter(QgsProcessingParameterEnum(
-            self.ALLOCATION, "Allocation to classes", [a for a, _ in ALLOCATIONS], False, 0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SAMPLE_SIZE, "Number of points (0 = from the target standard error below)",
-            QgsProcessingParameterNumber.Integer, 0, False, 0, 10_000_000))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TARGET_SE, "Target standard error of overall accuracy",
-            QgsProcessingParameterNumber.Double, 0.01, False, 0.0001, 0.5))
-        self.addParameter(QgsProcessingParameterString(
-            self.EXPECTED_UA, "Expected user's accuracy (0.8, or per class: 1=0.9, 2=0.7, 0.8)",
-            defaultValue="0.8", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_PER_STRATUM, "Minimum number of points per class",
-            QgsProcessingParameterNumber.Integer, 50, False, 0, 1_000_000))
+        _add_sample_size_parameters(self, "Allocation to classes", 0)
         self.addOutput(QgsProcessingOutputNumber(self.N_POINTS, "Number of points"))
         self.addOutput(QgsProcessingOutputNumber(self.EQ13_N, "Sample size from eq. 13"))
         self.addOutput(QgsProcessingOutputNumber(self.EXPECTED_SE_OA,
