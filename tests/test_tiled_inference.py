@@ -36,3 +36,20 @@ def test_tiled_equals_whole_image_within_tolerance(small_city, tmp_path):
                                                tile_size=32, overlap=0, confidence=True))
     cs = read(seams.output_path, 2).astype(int)
     assert np.abs(ca - cb)[valid].mean() < np.abs(ca - cs)[valid].mean()
+
+
+def test_16_bit_vhr_is_standardised_and_classified_like_8_bit(small_city, tmp_path):
+    from osgeo import gdal
+    src16 = str(tmp_path / "vhr16.tif")
+    gdal.Translate(src16, small_city.vhr, outputType=gdal.GDT_UInt16,
+                   scaleParams=[[0, 255, 0, 65535]], creationOptions=["TILED=YES"])
+    before = sorted(os.listdir(tmp_path))
+    r8 = run_classification(ClassifyRequest({"vhr": small_city.vhr}, MODEL, str(tmp_path / "a.tif")))
+    r16 = run_classification(ClassifyRequest({"vhr": src16}, MODEL, str(tmp_path / "b.tif")))
+    assert any("standardised by its own mean" in m for m in r16.messages)
+    assert not any("standardised" in m for m in r8.messages)
+    a, b = read(r8.output_path), read(r16.output_path)
+    valid = a > 0
+    assert (a[valid] == b[valid]).mean() >= 0.9
+    assert not os.path.exists(src16 + ".aux.xml"), "statistics must not be stored beside the input"
+    assert set(before) <= set(os.listdir(tmp_path))

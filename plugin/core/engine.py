@@ -129,6 +129,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     writer = None
     try:
         with FeedReader(card, inputs, grid, request.aoi) as reader:
+            for source in reader.sources.values():
+                for note in source.notes:
+                    say(note)
             writer = ClassRasterWriter(request.output_path, grid, card.classes,
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}")

@@ -41,12 +41,33 @@ def select_bands(info, spec):
     return picked
 
 
+def band_statistics(ds, nodata, max_side=1024):
+    """Per-band mean and std [B, 1, 1] from a decimated read (no statistics are stored, so no
+    .aux.xml appears beside the user's raster)."""
+    scale = max(ds.RasterXSize, ds.RasterYSize) / max_side
+    w = max(1, int(ds.RasterXSize / max(scale, 1)))
+    h = max(1, int(ds.RasterYSize / max(scale, 1)))
+    arr = ds.ReadAsArray(buf_xsize=w, buf_ysize=h).astype(np.float64).reshape(ds.RasterCount, -1)
+    valid = np.all(np.isfinite(arr), axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= np.all(arr != nodata, axis=0)
+    if valid.sum() < 16:
+        raise InputError("The raster has almost no valid pixels to compute statistics from.")
+    arr = arr[:, valid]
+    std = np.maximum(arr.std(axis=1), 1e-6)
+    return (arr.mean(axis=1).astype(np.float32)[:, None, None],
+            std.astype(np.float32)[:, None, None])
+
+
 class ModalitySource:
     """One input raster warped onto the output extent at the modality's cell size."""
 
     def __init__(self, path, spec, grid):
         self.spec = spec
         self.info = inspect_raster(path, spec.label)
+        if self.info.dtype.startswith("c"):
+            raise InputError(f"{spec.label}: {path!r} holds complex numbers ({self.info.dtype}); "
+                             "provide real-valued imagery.")
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
@@ -68,6 +89,15 @@ class ModalitySource:
             raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
         self._src = src  # keep the band-selection VRT alive as long as the warped VRT
         self._nb = len(self.bands)
+        self.notes = []
+        self._own_stats = None
+        if spec.dtype == "uint8" and self.info.dtype != "uint8":
+            # imagery of another bit depth (11/12/16-bit, float): the card's 8-bit statistics
+            # do not apply, so each band is standardised by its own statistics instead
+            self._own_stats = band_statistics(src, src_nodata)
+            self.notes.append(
+                f"{spec.label} is {self.info.dtype}, the model expects uint8: each band is "
+                "standardised by its own mean and standard deviation (from a decimated read).")
 
     def read(self, grid_window):
         """(values float32 [bands, h, w] normalised with invalid = 0, valid bool [h, w])."""
@@ -84,11 +114,14 @@ class ModalitySource:
         x = arr[: self._nb].astype(np.float32, copy=False)
         valid &= np.all(np.isfinite(x), axis=0)
         spec = self.spec
-        x = x * np.float32(spec.scale) + np.float32(spec.offset)
-        if spec.transform == "log1p":
-            x = np.log1p(np.maximum(x, 0.0))
-        mean = np.asarray(spec.mean, np.float32)[:, None, None]
-        std = np.asarray(spec.std, np.float32)[:, None, None]
+        if self._own_stats is not None:
+            mean, std = self._own_stats
+        else:
+            x = x * np.float32(spec.scale) + np.float32(spec.offset)
+            if spec.transform == "log1p":
+                x = np.log1p(np.maximum(x, 0.0))
+            mean = np.asarray(spec.mean, np.float32)[:, None, None]
+            std = np.asarray(spec.std, np.float32)[:, None, None]
         x = (x - mean) / std
         x[:, ~valid] = 0.0
         return x, valid

@@ -11,6 +11,10 @@ gdal.UseExceptions()
 osr.UseExceptions()
 
 HASH_FULL_LIMIT = 512 * 1024 * 1024  # hash whole files up to this size, sample larger ones
+# GDAL type names -> the numpy names model cards use
+DTYPE_NAMES = {"byte": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16",
+               "uint32": "uint32", "int32": "int32", "uint64": "uint64", "int64": "int64",
+               "float32": "float32", "float64": "float64"}
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,15 @@ def inspect_raster(path, label="input") -> RasterInfo:
             interp = gdal.GetColorInterpretationName(b.GetColorInterpretation()).lower()
             names.append(desc or interp)
         return RasterInfo(str(path), ds.RasterXSize, ds.RasterYSize, ds.RasterCount,
-                          gdal.GetDataTypeName(band.DataType).lower(), wkt, tuple(gt),
+                          _dtype_name(band.DataType), wkt, tuple(gt),
                           band.GetNoDataValue(), tuple(names))
     finally:
         ds = None
+
+
+def _dtype_name(gdal_type):
+    name = gdal.GetDataTypeName(gdal_type).lower()
+    return DTYPE_NAMES.get(name, name)  # complex types keep GDAL's name (and are rejected later)
 
 
 def file_hash(path):
