@@ -61,3 +61,58 @@ def write_tiny_model(path, card=None, seed=0):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
+
+
+def tiny_patch_card(name="tiny-patch-model"):
+    """A patch classifier card: 8x8 RGB patches every 4 px of 2 m (8 m cells), window -2..5."""
+    spec = {"name": "vhr", "modality": "vhr", "bands": ["red", "green", "blue"], "dtype": "uint8",
+            "gsd_m": 2.0, "resampling": "average", "scale": 1 / 255, "mean": [0.5] * 3,
+            "std": [0.25] * 3}
+    card = tiny_card(name)
+    card.update({"task": "patch_classification", "inputs": [spec], "mask_input": None,
+                 "output": {"name": "probs", "gsd_m": 8.0, "default_tile": 16,
+                            "default_overlap": 0},
+                 "patch": {"input": "vhr", "patch_px": 8, "stride_px": 4, "gsd_m": 2.0,
+                           "window_px": [-2, 5], "padding": "symmetric"},
+                 "fusion": {"method": "mean_probs"}})
+    return card
+
+
+def tiny_patch_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 3, (8, 3 * 64)).astype(np.float32)
+
+
+def write_tiny_patch_model(path, seed=0):
+    """probs = softmax(W @ flatten(patch)): every pixel of the patch matters (tests padding)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = tiny_patch_weights(seed)
+    nodes = [helper.make_node("Flatten", ["vhr"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "tiny_patch", [helper.make_tensor_value_info("vhr", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"model_card": json.dumps(tiny_patch_card())})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def reference_patch_classes(image_uint8, seed=0):
+    """What the patch model must give on a whole image (the original-pipeline recipe)."""
+    x = (image_uint8.astype(np.float32) / 255 - 0.5) / 0.25
+    _, h, w = x.shape
+    rows, cols = -(-h // 4), -(-w // 4)
+    padded = np.pad(x, ((0, 0), (2, 8), (2, 8)), mode="symmetric")
+    out = np.zeros((rows, cols), np.uint8)
+    wt = tiny_patch_weights(seed)
+    for r in range(rows):
+        for c in range(cols):
+            patch = padded[:, 4 * r:4 * r + 8, 4 * c:4 * c + 8].reshape(-1)
+            out[r, c] = int(np.argmax(wt @ patch)) + 1
+    return out

@@ -18,6 +18,7 @@ from .errors import Cancelled, InputError, ModelError
 from .feeds import FeedReader
 from .grid import plan_grid
 from .model_card import read_card
+from .patches import PatchReader
 from .runtime import InferenceSession
 from .tiling import StripAccumulator, blend_weights, tile_starts
 
@@ -83,7 +84,7 @@ def resolve_tiling(card, grid, tile_size, overlap, log):
 
 
 def _check_session(session, card):
-    expected = {i.name for i in card.inputs} | ({card.mask_input} if card.mask_input else set())
+    expected = card.onnx_inputs
     if set(session.input_names) != expected:
         raise ModelError(f"The ONNX graph's inputs {sorted(session.input_names)} do not match its "
                          f"card {sorted(expected)}; the model file is inconsistent.")
@@ -112,6 +113,10 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
         raise InputError("Batch size must be at least 1.")
     grid = plan_grid(card, inputs, request.extent, request.aoi)
     tile, overlap = resolve_tiling(card, grid, request.tile_size, request.overlap, say)
+    patch_task = card.patch is not None
+    if patch_task and overlap:
+        say("Overlap is not needed by a patch classifier (every cell has its own patch): 0.")
+        overlap = 0
     th, tw = min(tile, grid.height), min(tile, grid.width)
     rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
@@ -128,7 +133,8 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     writer = None
     try:
-        with FeedReader(card, inputs, grid, request.aoi) as reader:
+        reader_class = PatchReader if patch_task else FeedReader
+        with reader_class(card, inputs, grid, request.aoi) as reader:
             for source in reader.sources.values():
                 for note in source.notes:
                     say(note)
@@ -143,13 +149,18 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     if is_cancelled():
                         raise Cancelled("Cancelled by the user; no output was written.")
                     t = time.perf_counter()
-                    feed, valid = reader.read(col, row, tw, th)
+                    data, valid = reader.read(col, row, tw, th)
                     timings["read_s"] += time.perf_counter() - t
-                    if valid.any():  # skip inference where no input has data
-                        batch.append((col, feed, valid))
-                    else:
+                    if not valid.any():  # skip inference where no input has data
                         acc.add(np.zeros((len(card.classes), th, tw), np.float32),
                                 weights, col, row, valid)
+                    elif patch_task:
+                        t = time.perf_counter()
+                        probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size)
+                        timings["infer_s"] += time.perf_counter() - t
+                        acc.add(probs, weights, col, row, valid)
+                    else:
+                        batch.append((col, data, valid))
                     if len(batch) == request.batch_size or (col == cols[-1] and batch):
                         _infer(session, card, batch, acc, weights, row, timings)
                         batch = []

@@ -41,6 +41,25 @@ def select_bands(info, spec):
     return picked
 
 
+def normalize(x, spec, own_stats=None):
+    """Raw values [B, h, w] -> what the model was trained on, as the card describes."""
+    if own_stats is not None:
+        mean, std = own_stats
+        return (x - mean) / std
+    if spec.rounding == "float16":
+        # some original pipelines scale in half precision: reproduce it bit for bit
+        with np.errstate(over="ignore"):
+            x = (x.astype(np.float16).astype(np.float32) * np.float32(spec.scale)).astype(
+                np.float16).astype(np.float32) + np.float32(spec.offset)
+    else:
+        x = x * np.float32(spec.scale) + np.float32(spec.offset)
+    if spec.transform == "log1p":
+        x = np.log1p(np.maximum(x, 0.0))
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
+    return (x - mean) / std
+
+
 def band_statistics(ds, nodata, max_side=1024):
     """Per-band mean and std [B, 1, 1] from a decimated read (no statistics are stored, so no
     .aux.xml appears beside the user's raster)."""
@@ -113,16 +132,7 @@ class ModalitySource:
         valid = alpha > 127.5  # average resampling gives partial alpha at data edges
         x = arr[: self._nb].astype(np.float32, copy=False)
         valid &= np.all(np.isfinite(x), axis=0)
-        spec = self.spec
-        if self._own_stats is not None:
-            mean, std = self._own_stats
-        else:
-            x = x * np.float32(spec.scale) + np.float32(spec.offset)
-            if spec.transform == "log1p":
-                x = np.log1p(np.maximum(x, 0.0))
-            mean = np.asarray(spec.mean, np.float32)[:, None, None]
-            std = np.asarray(spec.std, np.float32)[:, None, None]
-        x = (x - mean) / std
+        x = normalize(x, self.spec, self._own_stats)
         x[:, ~valid] = 0.0
         return x, valid
 

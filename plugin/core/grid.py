@@ -164,8 +164,15 @@ def plan_grid(card, inputs, extent=None, aoi=None, crs_wkt=None):
 
     cell = card.output.gsd_m
     coarsest = max([cell] + [s.gsd_m for s in card.inputs])
-    left = math.floor(area[0] / coarsest) * coarsest
-    top = math.ceil(area[3] / coarsest) * coarsest
+    # snap outwards on the pixel grid of the first input in the output CRS, so that input is
+    # read without a sub-pixel shift (and a single input keeps its own origin)
+    ax, ay = 0.0, 0.0
+    for _, info in infos:
+        if srs_from_wkt(info.crs_wkt).IsSame(tsrs):
+            ax, ay = info.geotransform[0], info.geotransform[3]
+            break
+    left = ax + math.floor((area[0] - ax) / coarsest + 1e-9) * coarsest
+    top = ay + math.ceil((area[3] - ay) / coarsest - 1e-9) * coarsest
     multiple = card.tile_multiple()
     width = math.ceil((area[2] - left) / cell / multiple) * multiple
     height = math.ceil((top - area[1]) / cell / multiple) * multiple

@@ -18,6 +18,18 @@ Per input, the engine feeds ``((transform(raw * scale + offset)) - mean) / std``
 with ``transform`` one of ``none`` / ``log1p``.  ``gsd_m`` is the cell size the input is resampled
 to; ``output.gsd_m / gsd_m`` must be such that a tile of ``size_multiple`` output cells is a whole
 number of input cells.
+
+Two tasks:
+
+* ``segmentation``: the graph maps whole tiles of every input (plus the mask) to probabilities
+  ``[N, C, H, W]`` on the output grid.
+* ``patch_classification``: the graph maps patches ``[N, bands, P, P]`` fed to one ONNX input
+  (``patch.input``; every card input names it in ``onnx_input``) to probabilities ``[N, C]``.
+  The patch of output cell (r, c) covers input pixels ``stride*r + window_px[0] ..
+  stride*r + window_px[1]`` (same for columns; pixel 0 = the cell's upper-left pixel), pixels
+  beyond the raster come from ``padding`` (numpy ``symmetric``), and the probabilities of all
+  present inputs are averaged (``fusion.method`` ``mean_probs``). ``rounding: float16`` feeds
+  ``float16(float16(raw) * scale)`` as the original pipelines of some models do.
 """
 import json
 import math
@@ -39,6 +51,8 @@ MODALITY_LABELS = {
 }
 RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 TRANSFORMS = ("none", "log1p")
+ROUNDING = ("none", "float16")
+TASKS = ("segmentation", "patch_classification")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,8 @@ class InputSpec:
     mean: tuple = ()
     std: tuple = ()
     label: str = ""
+    onnx_input: str = ""   # the graph input fed; defaults to ``name``
+    rounding: str = "none"
 
     @property
     def band_count(self):
@@ -80,6 +96,17 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class PatchSpec:
+    input: str          # ONNX input receiving [N, bands, patch_px, patch_px]
+    patch_px: int
+    stride_px: int
+    gsd_m: float
+    window_lo: int      # first patch pixel relative to the cell's upper-left pixel
+    window_hi: int      # last patch pixel (inclusive)
+    padding: str = "symmetric"
+
+
+@dataclass(frozen=True)
 class ModelCard:
     name: str
     version: str
@@ -91,6 +118,7 @@ class ModelCard:
     output: OutputSpec
     mask_input: Optional[str] = None
     min_inputs: int = 1
+    patch: Optional[PatchSpec] = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- derived helpers -------------------------------------------------------------------
@@ -108,6 +136,13 @@ class ModelCard:
     def cells_per_input(self, spec: InputSpec) -> float:
         """Input pixels per output cell along one axis (5.0 for 2 m VHR under 10 m output)."""
         return self.output.gsd_m / spec.gsd_m
+
+    @property
+    def onnx_inputs(self):
+        """The graph's input names the engine feeds."""
+        if self.patch is not None:
+            return {self.patch.input}
+        return {i.name for i in self.inputs} | ({self.mask_input} if self.mask_input else set())
 
     def tile_multiple(self) -> int:
         """Smallest tile size (in output cells) that maps to whole pixels of every input."""
@@ -181,7 +216,12 @@ def parse_card(data) -> ModelCard:
             resampling=str(raw.get("resampling", "bilinear")),
             scale=float(raw.get("scale", 1.0)), offset=float(raw.get("offset", 0.0)),
             transform=str(raw.get("transform", "none")), mean=mean, std=std,
-            label=str(raw.get("label", MODALITY_LABELS[modality])))
+            label=str(raw.get("label", MODALITY_LABELS[modality])),
+            onnx_input=str(raw.get("onnx_input") or raw["name"]),
+            rounding=str(raw.get("rounding", "none")))
+        if spec.rounding not in ROUNDING:
+            raise ModelError(f"Model card: {where} has rounding {spec.rounding!r}; allowed "
+                             f"{ROUNDING}.")
         if spec.resampling not in RESAMPLING or spec.transform not in TRANSFORMS:
             raise ModelError(f"Model card: {where} has resampling {spec.resampling!r} / "
                              f"transform {spec.transform!r}; allowed {RESAMPLING} / {TRANSFORMS}.")
@@ -197,15 +237,46 @@ def parse_card(data) -> ModelCard:
                         default_tile=int(out.get("default_tile", 128)),
                         default_overlap=int(out.get("default_overlap", 32)))
     task = str(data.get("task", "segmentation"))
-    if task != "segmentation":
-        raise ModelError(f"Model card task {task!r} is not supported by this plugin version.")
+    if task not in TASKS:
+        raise ModelError(f"Model card task {task!r} is not supported by this plugin version "
+                         f"(supported: {', '.join(TASKS)}).")
+    patch = _parse_patch(data, inputs, output) if task == "patch_classification" else None
     card = ModelCard(name=str(_req(data, "name", "the card")), version=str(data.get("version", "0")),
                      title=str(data.get("title", data["name"])), summary=str(data.get("summary", "")),
                      task=task, classes=tuple(classes), inputs=tuple(inputs), output=output,
                      mask_input=data.get("mask_input"), min_inputs=int(data.get("min_inputs", 1)),
-                     raw=data)
+                     patch=patch, raw=data)
     card.tile_multiple()  # validates the gsd ratios
     return card
+
+
+def _parse_patch(data, inputs, output):
+    raw = _req(data, "patch", "a patch_classification card")
+    size = int(_req(raw, "patch_px", "patch"))
+    stride = int(_req(raw, "stride_px", "patch"))
+    gsd = float(_req(raw, "gsd_m", "patch"))
+    lo, hi = (int(v) for v in raw.get("window_px", (-(size // 2), size - size // 2 - 1)))
+    spec = PatchSpec(input=str(raw.get("input") or inputs[0].onnx_input), patch_px=size,
+                     stride_px=stride, gsd_m=gsd, window_lo=lo, window_hi=hi,
+                     padding=str(raw.get("padding", "symmetric")))
+    if hi - lo + 1 != size or stride < 1 or size < 1:
+        raise ModelError(f"Model card: patch window {lo}..{hi} does not hold {size} pixels.")
+    if lo > 0 or hi < stride - 1:
+        raise ModelError(f"Model card: the patch window {lo}..{hi} must cover the cell's own "
+                         f"{stride} pixels (0..{stride - 1}).")
+    if spec.padding != "symmetric":
+        raise ModelError(f"Model card: patch padding {spec.padding!r} is not supported "
+                         "(supported: symmetric).")
+    if abs(output.gsd_m - stride * gsd) > 1e-9:
+        raise ModelError(f"Model card: output cells ({output.gsd_m} m) must be stride x pixel "
+                         f"size ({stride} x {gsd} m).")
+    for i in inputs:
+        if i.onnx_input != spec.input or abs(i.gsd_m - gsd) > 1e-9:
+            raise ModelError(f"Model card: input {i.name} must feed {spec.input!r} at {gsd} m.")
+    method = (data.get("fusion") or {}).get("method", "mean_probs")
+    if method != "mean_probs":
+        raise ModelError(f"Model card: fusion {method!r} is not supported (mean_probs).")
+    return spec
 
 
 def card_from_metadata(metadata: dict, source="model") -> ModelCard:

@@ -1,0 +1,197 @@
+"""Patch classifiers: one class vector per output cell from a fixed window of input pixels.
+
+The patch of cell (r, c) covers input pixels ``stride*r + lo .. stride*r + hi`` (rows; columns
+alike) of the pixel grid that shares the output grid's origin. Pixels beyond the raster come from
+symmetric padding at the raster's edges, as the original pipelines of imported models pad the
+whole image. When an input already lies on that pixel grid (same CRS, pixel size and phase) it is
+read directly, with no resampling at all; otherwise it is warped onto the grid on the fly.
+Several inputs feeding the same ONNX input (e.g. seasons) are classified separately and their
+probabilities averaged per cell over the inputs that have data there.
+"""
+import numpy as np
+from osgeo import gdal
+
+from .errors import InputError
+from .feeds import AoiMask, FLOAT_TYPES, band_statistics, normalize, select_bands
+from .rasters import inspect_raster, srs_from_wkt
+
+gdal.UseExceptions()
+
+
+def _aligned(info, grid, tol=1e-6):
+    """Pixel offset (dx, dy) of ``grid`` in the raster when both share CRS, size and phase."""
+    gt = info.geotransform
+    if abs(gt[1] - grid.cell) > tol * grid.cell or abs(-gt[5] - grid.cell) > tol * grid.cell:
+        return None
+    if not srs_from_wkt(info.crs_wkt).IsSame(srs_from_wkt(grid.crs_wkt)):
+        return None
+    dx = (grid.left - gt[0]) / grid.cell
+    dy = (gt[3] - grid.top) / grid.cell
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return int(round(dx)), int(round(dy))
+
+
+class PatchSource:
+    """Raw pixels of one input on the patch pixel grid, any window, edges padded symmetrically."""
+
+    def __init__(self, path, spec, grid):
+        self.spec = spec
+        self.info = inspect_raster(path, spec.label)
+        if self.info.dtype.startswith("c"):
+            raise InputError(f"{spec.label}: {path!r} holds complex numbers; provide real values.")
+        self.bands = select_bands(self.info, spec)
+        self.grid = grid.with_cell(spec.gsd_m)
+        src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
+        nodata = self.info.nodata
+        if nodata is None and self.info.dtype in FLOAT_TYPES:
+            nodata = float("nan")
+        self.nodata = nodata
+        self.notes = []
+        offset = _aligned(self.info, self.grid)
+        if offset is not None:
+            self.ds, self.offset = src, offset
+            self.size = (self.info.width, self.info.height)
+            self._alpha = False
+            self.notes.append(f"{spec.label} lies on the model's pixel grid: read without "
+                              "resampling.")
+        else:
+            xmin, ymin, xmax, ymax = self.grid.bounds
+            options = dict(format="VRT", outputBounds=(xmin, ymin, xmax, ymax), xRes=spec.gsd_m,
+                           yRes=spec.gsd_m, dstSRS=grid.crs_wkt, resampleAlg=spec.resampling,
+                           dstAlpha=True, outputType=gdal.GDT_Float32)
+            if nodata is not None:
+                options["srcNodata"] = nodata
+            if self.bands != list(range(1, self.info.band_count + 1)):
+                src = gdal.Translate("", src, format="VRT", bandList=self.bands)
+            try:
+                self.ds = gdal.Warp("", src, **options)
+            except RuntimeError as exc:
+                raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
+            self._src = src
+            self.offset = (0, 0)
+            self.size = (self.grid.width, self.grid.height)
+            self._alpha = True
+            self.notes.append(f"{spec.label} was resampled ({spec.resampling}) onto the model's "
+                              f"{spec.gsd_m:g} m pixel grid.")
+        self._own_stats = None
+        if spec.dtype == "uint8" and self.info.dtype != "uint8":
+            self._own_stats = band_statistics(src, nodata)
+            self.notes.append(f"{spec.label} is {self.info.dtype}, the model expects uint8: each "
+                              "band is standardised by its own mean and standard deviation.")
+
+    def read(self, x0, y0, w, h):
+        """(normalised values [B, h, w], valid [h, w], inside [h, w]) for a pixel window that may
+        reach beyond the raster; ``inside`` is False on padded pixels."""
+        W, H = self.size
+        X0, Y0 = x0 + self.offset[0], y0 + self.offset[1]
+        cx0, cy0 = max(X0, 0), max(Y0, 0)
+        cx1, cy1 = min(X0 + w, W), min(Y0 + h, H)
+        if cx1 <= cx0 or cy1 <= cy0:  # entirely outside the raster
+            nb = len(self.bands)
+            return (np.zeros((nb, h, w), np.float32), np.zeros((h, w), bool),
+                    np.zeros((h, w), bool))
+        if self._alpha:
+            arr = self.ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0).astype(np.float32)
+            raw, valid = arr[:-1], arr[-1] > 127.5
+        else:
+            raw = self.ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0,
+                                      band_list=self.bands).astype(np.float32)
+            if raw.ndim == 2:
+                raw = raw[None]
+            valid = np.ones(raw.shape[1:], bool)
+            if self.nodata is not None and not np.isnan(self.nodata):
+                valid &= np.all(raw != self.nodata, axis=0)
+        valid &= np.all(np.isfinite(raw), axis=0)
+        x = normalize(raw, self.spec, self._own_stats)
+        x[:, ~valid] = 0.0
+        pads = ((cy0 - Y0, Y0 + h - cy1), (cx0 - X0, X0 + w - cx1))
+        inside = np.ones(valid.shape, bool)
+        if any(p for pair in pads for p in pair):
+            x = np.pad(x, ((0, 0),) + pads, mode="symmetric")
+            valid = np.pad(valid, pads, mode="symmetric")
+            inside = np.pad(inside, pads, mode="constant", constant_values=False)
+        return x, valid, inside
+
+    def close(self):
+        self.ds = None
+        self._src = None
+
+
+class PatchReader:
+    """Reads tiles of output cells as normalised input windows; classifies their patches."""
+
+    def __init__(self, card, inputs, grid, aoi=None):
+        self.card = card
+        self.patch = card.patch
+        self.grid = grid
+        self.sources = {}
+        unknown = sorted(set(inputs) - set(card.modalities))
+        if unknown:
+            raise InputError(f"Model '{card.name}' does not use {', '.join(unknown)}; it accepts "
+                             f"{', '.join(card.modalities)}.")
+        try:
+            for modality, path in inputs.items():
+                self.sources[modality] = PatchSource(path, card.input_for(modality), grid)
+            self.aoi = AoiMask(aoi, grid) if aoi is not None else None
+        except Exception:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def read(self, col, row, ncols, nrows):
+        """(windows: modality -> (values [B, h, w], cell valid [nrows, ncols]), valid_any)."""
+        p = self.patch
+        s = p.stride_px
+        x0, y0 = col * s + p.window_lo, row * s + p.window_lo
+        w, h = (ncols - 1) * s + p.patch_px, (nrows - 1) * s + p.patch_px
+        windows = {}
+        any_valid = np.zeros((nrows, ncols), bool)
+        aoi = self.aoi.read(self.grid.window(col, row, ncols, nrows)) if self.aoi else None
+        for modality, src in self.sources.items():
+            x, valid, inside = src.read(x0, y0, w, h)
+            # a cell is classified when any pixel of its own stride x stride block is real data:
+            # its patch is then mostly real pixels (as the original pipelines classify edge cells)
+            block = (valid & inside)[-p.window_lo:-p.window_lo + nrows * s,
+                                     -p.window_lo:-p.window_lo + ncols * s]
+            cells = block.reshape(nrows, s, ncols, s).any(axis=(1, 3))
+            if aoi is not None:
+                cells &= aoi
+            windows[modality] = (x, cells)
+            any_valid |= cells
+        return windows, any_valid
+
+    def infer(self, session, windows, nrows, ncols, chunk=256):
+        """Class probabilities [C, nrows, ncols]: each input's patches classified, then averaged
+        over the inputs that have data in the cell."""
+        p = self.patch
+        s = p.stride_px
+        total = np.zeros((len(self.card.classes), nrows, ncols), np.float32)
+        count = np.zeros((nrows, ncols), np.float32)
+        for x, cells in windows.values():
+            idx = np.flatnonzero(cells)
+            if idx.size == 0:
+                continue
+            view = np.lib.stride_tricks.sliding_window_view(x, (p.patch_px, p.patch_px),
+                                                           axis=(1, 2))[:, ::s, ::s]
+            rr, cc = np.unravel_index(idx, cells.shape)
+            probs = np.empty((idx.size, len(self.card.classes)), np.float32)
+            for k in range(0, idx.size, chunk):
+                sl = slice(k, k + chunk)
+                batch = np.ascontiguousarray(view[:, rr[sl], cc[sl]].transpose(1, 0, 2, 3))
+                probs[sl] = session.run(self.card.output.name, {p.input: batch})
+            total[:, rr, cc] += probs.T
+            count[rr, cc] += 1
+        return total / np.maximum(count, 1)
+
+    def close(self):
+        for src in self.sources.values():
+            src.close()
+        self.sources = {}
+        if getattr(self, "aoi", None) is not None:
+            self.aoi.close()
