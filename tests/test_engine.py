@@ -246,3 +246,59 @@ def test_gpu_request_without_cuda_is_a_clear_error(scene, tiny_model, tmp_path):
     with pytest.raises(ModelError, match="onnxruntime-gpu"):
         run_classification(ClassifyRequest(scene, tiny_model, str(tmp_path / "o.tif"), device="cuda"))
     assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.fixture(scope="module")
+def derived_model(tmp_path_factory):
+    card = tiny_card("tiny-derived")
+    card["derived_outputs"] = [
+        {"name": "built_up", "kind": "class_sum", "codes": [1, 2, 3], "label": "Built-up",
+         "description": "derived: P(residential) + P(commercial) + P(industrial)"},
+        {"name": "broad", "kind": "class_groups", "label": "Broad function", "groups": [
+            {"code": 1, "name": "built", "label": "Built", "color": "#aa0000", "from": [1, 2, 3]},
+            {"code": 2, "name": "open", "label": "Open", "color": "#00aa00", "from": [6, 7, 8]},
+            {"code": 3, "name": "other", "label": "Other", "color": "#0000aa", "from": [4, 5]}]}]
+    return write_tiny_model(tmp_path_factory.mktemp("derived") / "derived.onnx", card)
+
+
+def test_probabilities_and_derived_outputs_agree(scene, derived_model, tmp_path):
+    out = tmp_path / "m.tif"
+    res = run_classification(ClassifyRequest(scene, derived_model, str(out), probabilities=True))
+    assert set(res.extra_outputs) == {"probabilities", "built_up", "broad"}
+    classes = read(out)
+    ds = gdal.Open(res.extra_outputs["probabilities"])
+    probs = ds.ReadAsArray()
+    assert ds.GetRasterBand(1).GetDescription() == "P(Residential)"
+    ds = None
+    valid = classes > 0
+    assert np.allclose(probs[:, valid].sum(axis=0), 1.0, atol=1e-4)
+    assert np.isnan(probs[:, ~valid]).all()
+    assert np.array_equal(probs.argmax(axis=0)[valid] + 1, classes[valid])
+    built = read(res.extra_outputs["built_up"])
+    assert np.allclose(built[valid], probs[:3, valid].sum(axis=0), atol=1e-5)
+    broad = read(res.extra_outputs["broad"])
+    sums = np.stack([probs[[0, 1, 2]].sum(0), probs[[5, 6, 7]].sum(0), probs[[3, 4]].sum(0)])
+    assert np.array_equal(broad[valid], sums.argmax(axis=0)[valid] + 1)
+    assert (broad[~valid] == 0).all()
+    ds = gdal.Open(res.extra_outputs["broad"])  # keep the dataset alive while its band is used
+    band = ds.GetRasterBand(1)
+    assert band.GetDescription() == "Broad function"
+    assert band.GetColorTable().GetColorEntry(2)[:3] == (0, 170, 0)
+    band = ds = None
+    manifest = json.load(open(res.manifest_path))
+    assert set(manifest["extra_outputs"]) == {"probabilities", "built_up", "broad"}
+
+
+def test_derived_outputs_follow_the_no_partial_file_rules(scene, derived_model, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "m_built_up.tif").write_bytes(b"keep")
+    with pytest.raises(OutputError, match="m_built_up.tif' already exists"):
+        run_classification(ClassifyRequest(scene, derived_model, str(out_dir / "m.tif")))
+    assert _files(out_dir) == ["m_built_up.tif"]
+    (out_dir / "m_built_up.tif").unlink()
+    with pytest.raises(Cancelled):
+        run_classification(ClassifyRequest(scene, derived_model, str(out_dir / "m.tif"),
+                                           probabilities=True, tile_size=8, overlap=0),
+                           is_cancelled=lambda: len(os.listdir(out_dir)) > 0)
+    assert _files(out_dir) == []

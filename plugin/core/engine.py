@@ -13,7 +13,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from . import manifest as run_manifest
-from .class_raster import ClassRasterWriter, check_output_path, write_json_atomic
+from .class_raster import (ClassRasterWriter, ValueRasterWriter, check_output_path,
+                           write_json_atomic)
 from .errors import Cancelled, InputError, ModelError
 from .feeds import FeedReader
 from .grid import plan_grid
@@ -35,6 +36,7 @@ class ClassifyRequest:
     batch_size: int = 4
     device: str = "auto"                 # auto | cpu | cuda
     confidence: bool = False
+    probabilities: bool = False          # also write <stem>_probabilities.tif (float32 per class)
     overwrite: bool = False
 
 
@@ -60,10 +62,46 @@ class ClassifyResult:
     grid: object
     timings: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
+    extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
 
 
 def manifest_path_for(output_path):
     return os.path.splitext(output_path)[0] + ".manifest.json"
+
+
+def extra_output_paths(request, card):
+    """name -> path of the rasters written beside the class map."""
+    stem = os.path.splitext(request.output_path)[0]
+    names = (["probabilities"] if request.probabilities else []) + \
+        [d.name for d in card.derived_outputs]
+    return {name: f"{stem}_{name}.tif" for name in names}
+
+
+def _extra_writers(request, card, grid, paths):
+    """name -> (writer, probs [C, n, W] -> what it writes)."""
+    index = {c.code: i for i, c in enumerate(card.classes)}
+    writers = {}
+    try:
+        if request.probabilities:
+            writers["probabilities"] = (ValueRasterWriter(
+                paths["probabilities"], grid, [f"P({c.label})" for c in card.classes],
+                f"Class probabilities by {card.name}"), lambda p: p)
+        for d in card.derived_outputs:
+            if d.kind == "class_sum":
+                idx = [index[c] for c in d.codes]
+                writers[d.name] = (ValueRasterWriter(paths[d.name], grid, [d.label], d.description),
+                                   lambda p, idx=idx: p[idx].sum(axis=0, keepdims=True))
+            else:
+                groups = [[index[c] for c in src] for _, src in d.groups]
+                writers[d.name] = (ClassRasterWriter(
+                    paths[d.name], grid, [g for g, _ in d.groups], description=d.description,
+                    band_name=d.label), lambda p, groups=groups: np.stack(
+                        [p[i].sum(axis=0) for i in groups]))
+    except BaseException:
+        for writer, _ in writers.values():
+            writer.discard()
+        raise
+    return writers
 
 
 def resolve_tiling(card, grid, tile_size, overlap, log):
@@ -108,6 +146,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     if not request.model_path or not os.path.isfile(request.model_path):
         raise ModelError(f"Model file not found: {request.model_path!r}.")
     card = read_card(request.model_path)
+    extra_paths = extra_output_paths(request, card)
+    for path in extra_paths.values():
+        check_output_path(path, request.overwrite)
     inputs = {m: p for m, p in request.inputs.items() if p}
     if request.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
@@ -132,6 +173,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     progress(0.0, "Reading inputs")
 
     writer = None
+    extras = {}
     try:
         reader_class = PatchReader if patch_task else FeedReader
         with reader_class(card, inputs, grid, request.aoi) as reader:
@@ -141,6 +183,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             writer = ClassRasterWriter(request.output_path, grid, card.classes,
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}")
+            extras = _extra_writers(request, card, grid, extra_paths)
             acc = StripAccumulator(len(card.classes), grid.width, th)
             done = 0
             for ri, row in enumerate(rows):
@@ -170,6 +213,8 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 t = time.perf_counter()
                 first, probs, valid = acc.flush_until(next_row)
                 writer.write_rows(first, probs, valid)
+                for extra, derive in extras.values():
+                    extra.write_rows(first, derive(probs), valid)
                 timings["write_s"] += time.perf_counter() - t
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
@@ -181,18 +226,31 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             seconds = time.perf_counter() - t_start
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, tile, overlap, total,
-                                      timings, seconds, areas, messages)
-            writer.commit()
-            writer = None
+                                      timings, seconds, areas, messages, extra_paths)
+            published = []
+            try:
+                while extras:  # beside files first: the class map appearing means the run is done
+                    _, (extra, _) = extras.popitem()
+                    published.append(extra.commit())
+                writer.commit()
+                writer = None
+            except BaseException:
+                for path in published:
+                    for p in (path, path + ".aux.xml"):
+                        if os.path.exists(p):
+                            os.remove(p)
+                raise
             write_json_atomic(mpath, text)
             timings["write_s"] += time.perf_counter() - t
     except BaseException:
+        for extra, _ in extras.values():
+            extra.discard()
         if writer is not None:
             writer.discard()
         raise
     return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
                           session.providers, time.perf_counter() - t_start, areas, card, grid,
-                          timings, messages)
+                          timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()})
 
 
 def _infer(session, card, batch, acc, weights, row, timings):

@@ -33,7 +33,8 @@ def _input_record(path, spec):
             "hash": file_hash(path)}
 
 
-def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, areas, messages):
+def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, areas, messages,
+          extra_outputs=None):
     doc = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plugin": {"name": "Urban Functions", "version": plugin_version()},
@@ -44,6 +45,7 @@ def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, 
             "bands": ["class"] + (["confidence_percent"] if request.confidence else []),
             "nodata": 0,
         },
+        "extra_outputs": {name: os.path.abspath(path) for name, path in (extra_outputs or {}).items()},
         "inputs": {m: _input_record(p, card.input_for(m)) for m, p in request.inputs.items() if p},
         "model": {"name": card.name, "version": card.version, "path": os.path.abspath(request.model_path),
                   "hash": file_hash(request.model_path)},

@@ -107,6 +107,22 @@ class PatchSpec:
 
 
 @dataclass(frozen=True)
+class DerivedOutput:
+    """A raster computed from the class probabilities, written beside the class map.
+
+    ``class_sum``: float32 0-1, the summed probability of ``codes`` (e.g. a settlement extent
+    from the built LCZ types). ``class_groups``: a paletted class map of ``groups`` whose
+    probability is the sum over each group's ``from`` codes (e.g. LCZ shown as urban functions).
+    """
+    name: str
+    kind: str
+    label: str
+    description: str = ""
+    codes: tuple = ()
+    groups: tuple = ()   # ((ClassInfo, (from codes...)), ...)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     name: str
     version: str
@@ -119,6 +135,7 @@ class ModelCard:
     mask_input: Optional[str] = None
     min_inputs: int = 1
     patch: Optional[PatchSpec] = None
+    derived_outputs: tuple = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- derived helpers -------------------------------------------------------------------
@@ -188,13 +205,7 @@ def parse_card(data) -> ModelCard:
     if data.get("schema") != SCHEMA:
         raise ModelError(f"Model card schema is {data.get('schema')!r}; this plugin reads "
                          f"{SCHEMA!r}. Update the plugin or re-export the model.")
-    classes = []
-    for c in _req(data, "classes", "the card"):
-        color = str(_req(c, "color", "a class"))
-        if not (len(color) == 7 and color.startswith("#")):
-            raise ModelError(f"Model card: class colour {color!r} is not '#rrggbb'.")
-        classes.append(ClassInfo(int(_req(c, "code", "a class")), str(_req(c, "name", "a class")),
-                                 str(c.get("label", c["name"])), color))
+    classes = [_parse_class(c, "a class") for c in _req(data, "classes", "the card")]
     codes = [c.code for c in classes]
     if not classes or len(set(codes)) != len(codes) or min(codes) < 1 or max(codes) > 255:
         raise ModelError("Model card: class codes must be unique integers in 1..255 "
@@ -245,9 +256,46 @@ def parse_card(data) -> ModelCard:
                      title=str(data.get("title", data["name"])), summary=str(data.get("summary", "")),
                      task=task, classes=tuple(classes), inputs=tuple(inputs), output=output,
                      mask_input=data.get("mask_input"), min_inputs=int(data.get("min_inputs", 1)),
-                     patch=patch, raw=data)
+                     patch=patch, derived_outputs=_parse_derived(data, codes), raw=data)
     card.tile_multiple()  # validates the gsd ratios
     return card
+
+
+def _parse_class(c, where):
+    color = str(_req(c, "color", where))
+    if not (len(color) == 7 and color.startswith("#")):
+        raise ModelError(f"Model card: class colour {color!r} is not '#rrggbb'.")
+    return ClassInfo(int(_req(c, "code", where)), str(_req(c, "name", where)),
+                     str(c.get("label", c["name"])), color)
+
+
+def _parse_derived(data, codes):
+    out = []
+    for raw in data.get("derived_outputs") or ():
+        name = str(_req(raw, "name", "a derived output"))
+        if not name.replace("_", "").isalnum():
+            raise ModelError(f"Model card: derived output name {name!r} must be letters, digits, _.")
+        kind = str(_req(raw, "kind", f"derived output {name}"))
+        label, desc = str(raw.get("label", name)), str(raw.get("description", ""))
+        if kind == "class_sum":
+            picked = tuple(int(c) for c in _req(raw, "codes", f"derived output {name}"))
+            if not picked or not set(picked) <= set(codes):
+                raise ModelError(f"Model card: derived output {name} sums unknown class codes.")
+            out.append(DerivedOutput(name, kind, label, desc, codes=picked))
+        elif kind == "class_groups":
+            groups = []
+            for g in _req(raw, "groups", f"derived output {name}"):
+                src = tuple(int(c) for c in _req(g, "from", f"a group of {name}"))
+                if not set(src) <= set(codes):
+                    raise ModelError(f"Model card: a group of {name} uses unknown class codes.")
+                groups.append((_parse_class(g, f"a group of {name}"), src))
+            if not groups:
+                raise ModelError(f"Model card: derived output {name} has no groups.")
+            out.append(DerivedOutput(name, kind, label, desc, groups=tuple(groups)))
+        else:
+            raise ModelError(f"Model card: derived output kind {kind!r} is not supported "
+                             "(class_sum, class_groups).")
+    return tuple(out)
 
 
 def _parse_patch(data, inputs, output):
