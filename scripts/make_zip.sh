@@ -8,6 +8,6 @@ version=$(sed -n 's/^version=//p' metadata.txt)
 out="dist/urban_functions-$version.zip"
 git archive --format=zip --prefix=urban_functions/ -o "$out" HEAD \
     metadata.txt __init__.py LICENSE README.md plugin/__init__.py plugin/qgis_plugin.py \
-    plugin/core plugin/samplecity plugin/gui plugin/processing_provider plugin/validation \
+    plugin/core plugin/samplecity plugin/gui plugin/processing_provider plugin/validation plugin/lcz \
     models resources
 echo "$out ($(du -h "$out" | cut -f1))"
