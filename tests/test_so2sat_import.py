@@ -121,6 +121,27 @@ def test_card_is_schema_valid_apart_from_the_new_task():
     assert parsed.cells_per_input(parsed.inputs[0]) == 10
 
 
+def test_card_derives_settlement_extent_and_function_map():
+    from plugin.core.classes import FUNCTION_CLASSES
+    parsed = parse_card(lcz_card())
+    derived = {d.name: d for d in parsed.derived_outputs}
+    assert list(derived) == ["settlement_extent", "urban_functions"]
+    settlement = derived["settlement_extent"]
+    assert settlement.kind == "class_sum" and settlement.codes == tuple(range(1, 11))
+    assert "not a trained regression" in settlement.label
+    groups = derived["urban_functions"].groups
+    assert derived["urban_functions"].kind == "class_groups"
+    # every LCZ in exactly one group, each group in our function's code, colour and label
+    assert sorted(c for _, src in groups for c in src) == list(range(1, 18))
+    lut = lcz_classes.function_lut()
+    by_code = {f.code: f for f in FUNCTION_CLASSES}
+    for info, src in groups:
+        f = by_code[info.code]
+        assert (info.name, info.label, info.color) == (f.key, f.label, f.color)
+        assert all(lut[c] == info.code for c in src)
+    assert "public_services" not in [info.name for info, _ in groups]
+
+
 # --- float16 scaling and the patch grid (no third-party data needed) ---------------------------
 
 def test_scale_dn_reproduces_the_original_float16_step_for_every_uint16():

@@ -15,16 +15,19 @@ from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox,
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -34,10 +37,13 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
+from ..lcz.so2sat_h5 import DOWNLOAD_URL as SO2SAT_DOWNLOAD_URL
+from ..lcz.so2sat_h5 import FILENAME as SO2SAT_FILENAME
 from . import qgis_inputs
-from .results import add_result_layer, push_failure, push_success
+from .results import add_extra_layers, add_result_layer, push_failure, push_success
 from .styling import PROP_MODALITY
 from .task import ClassifyTask
+from .user_models import user_models_dir
 
 SETTINGS = "UrbanFunctions/dialog/"
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -60,6 +66,7 @@ class ClassifyDialog(QDialog):
         super().__init__(parent or (iface.mainWindow() if iface else None))
         self.iface = iface
         self.task = None
+        self.extra_layers = {}
         self._model_picked_by_user = False
         self._models = []
         self._model_errors = []
@@ -111,7 +118,16 @@ class ClassifyDialog(QDialog):
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._model_activated)
         self.model_combo.currentIndexChanged.connect(self._update_model_info)
-        lay.addWidget(self.model_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        self.import_so2sat_button = QPushButton("Import So2Sat LCZ weights…")
+        self.import_so2sat_button.setToolTip(
+            "Install the pretrained So2Sat LCZ42 network (17 Local Climate Zones from "
+            "Sentinel-2 L1C, 100 m; MIT licence) from its original Keras weights file, "
+            f"downloaded from\n{SO2SAT_DOWNLOAD_URL}\ninto {user_models_dir()}")
+        self.import_so2sat_button.clicked.connect(lambda _checked=False: self.import_so2sat())
+        row.addWidget(self.import_so2sat_button)
+        lay.addLayout(row)
         self.model_file = QgsFileWidget()
         self.model_file.setStorageMode(QgsFileWidget.GetFile)
         self.model_file.setFilter("ONNX model (*.onnx)")
@@ -198,6 +214,12 @@ class ClassifyDialog(QDialog):
         form.addRow("Tile overlap", self.overlap)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
+        self.probabilities = QCheckBox("Write class probabilities (one float32 band per class)")
+        self.probabilities.setToolTip("Also writes …_probabilities.tif next to the output. The "
+                                      "outputs a model card derives (e.g. the So2Sat LCZ "
+                                      "model's settlement extent and function map) are always "
+                                      "written.")
+        form.addRow("Probabilities", self.probabilities)
         root.addWidget(self.advanced)
 
         # progress + buttons
@@ -231,7 +253,7 @@ class ClassifyDialog(QDialog):
         self.model_combo.clear()
         self._models, self._model_errors = [], []
         if not missing_dependencies():
-            from ..core.models import list_models
+            from .user_models import list_models
             self._models = list_models(errors=self._model_errors)
         for entry in self._models:
             self.model_combo.addItem(entry.card.title, entry.path)
@@ -278,6 +300,80 @@ class ClassifyDialog(QDialog):
             self._model_picked_by_user = True
             return True
         return False
+
+    # So2Sat LCZ import ------------------------------------------------------------------------
+    def import_so2sat(self, h5_path=None, confirm_replace=None):
+        """Install the So2Sat LCZ42 model from its Keras ``.h5`` into the user models folder,
+        refresh the picker and select it.  Without ``h5_path`` a file dialog asks for the file.
+        ``confirm_replace(message) -> bool`` decides whether a differing installed copy is
+        replaced (default: ask with a message box).  Returns the model path, or ``None``."""
+        if h5_path is None:
+            h5_path = self._ask_so2sat_file()
+            if not h5_path:
+                return None
+        from ..core.errors import OutputError, UrbanFunctionsError
+        from ..lcz.card import FILE_STEM
+        from ..lcz.importer import import_so2sat_weights
+        folder = user_models_dir()
+        target = os.path.join(folder, FILE_STEM + ".onnx")
+        confirm = confirm_replace or self._confirm_replace
+        report = {}
+        self.bar.clearWidgets()
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            try:
+                path = import_so2sat_weights(h5_path, folder, feedback=self.status.setText,
+                                             report=report)
+            except OutputError as exc:
+                if not os.path.isfile(target):
+                    raise
+                QApplication.restoreOverrideCursor()
+                try:
+                    replace = confirm(f"{exc}\n\nReplace it with this import?")
+                finally:
+                    QApplication.setOverrideCursor(Qt.WaitCursor)
+                if not replace:
+                    self.status.setText(f"So2Sat import: kept the installed model {target}.")
+                    return None
+                path = import_so2sat_weights(h5_path, folder, overwrite=True,
+                                             feedback=self.status.setText, report=report)
+        except UrbanFunctionsError as exc:
+            self.bar.pushCritical("So2Sat import failed", str(exc))
+            self.status.setText(f"So2Sat import failed: {exc}")
+            return None
+        except Exception as exc:  # a bug, not a user error: say so, keep the dialog usable
+            import traceback
+            from qgis.core import Qgis, QgsMessageLog
+            QgsMessageLog.logMessage(traceback.format_exc(), "Urban Functions", Qgis.Critical)
+            message = f"Unexpected error: {exc.__class__.__name__}: {exc}"
+            self.bar.pushCritical("So2Sat import failed", message)
+            self.status.setText(message)
+            return None
+        finally:
+            QApplication.restoreOverrideCursor()
+        QgsSettings().setValue(SETTINGS + "so2sat_dir", os.path.dirname(os.path.abspath(h5_path)))
+        self.reload_models()
+        if not self.select_model(path):
+            self.select_model(os.path.abspath(path))
+        self._update_model_info()
+        self.bar.pushSuccess("So2Sat LCZ model installed",
+                             f"{path} (MIT licence notice: {report.get('licence', '')}). It is "
+                             "selected: give it one to four Sentinel-2 L1C seasons.")
+        self.status.setText(f"Imported the So2Sat LCZ42 model in {report.get('seconds', 0):.1f} s: "
+                            f"{path}")
+        return path
+
+    def _ask_so2sat_file(self):
+        start = QgsSettings().value(SETTINGS + "so2sat_dir", os.path.expanduser("~"), type=str)
+        path, _filter = QFileDialog.getOpenFileName(
+            self, f"So2Sat LCZ42 weights {SO2SAT_FILENAME} (download: {SO2SAT_DOWNLOAD_URL})",
+            start, "Keras weights (*.h5);;All files (*)")
+        return path or None
+
+    def _confirm_replace(self, message):
+        answer = QMessageBox.question(self, "Replace the So2Sat model?", message,
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     def _update_model_info(self, *_):
         self.model_file.setVisible(self.model_combo.currentData() == OTHER_MODEL)
@@ -336,7 +432,7 @@ class ClassifyDialog(QDialog):
         chosen = list(self.selected_inputs())
         if chosen and not self._model_picked_by_user and self._models:
             from ..core.errors import ModelError
-            from ..core.models import default_model_for
+            from .user_models import default_model_for
             try:
                 entry = default_model_for(chosen)
             except ModelError:
@@ -403,8 +499,8 @@ class ClassifyDialog(QDialog):
                                 f"model card): {self._model_file_error}")
             elif not self._models and not missing_dependencies():
                 problems.append("No model is installed: choose an Urban Functions .onnx file "
-                                "under 'Other model file…' or put one in the plugin's models "
-                                "folder.")
+                                "under 'Other model file…', put one in the user models folder "
+                                f"({user_models_dir()}) or import the So2Sat LCZ weights.")
             elif self._models:
                 problems.append("Choose a model, or an .onnx file under 'Other model file…'.")
         else:
@@ -465,7 +561,8 @@ class ClassifyDialog(QDialog):
             tile_size=self.tile_size.value() or None,
             overlap=None if self.overlap.value() < 0 else self.overlap.value(),
             batch_size=self.batch_size.value(), device=self.device.currentData(),
-            confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked())
+            confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked(),
+            probabilities=self.probabilities.isChecked())
 
     def _show_dependency_warning(self):
         from ..core.environment import missing_dependencies
@@ -525,10 +622,13 @@ class ClassifyDialog(QDialog):
         self.task = None
         self._set_running(False)
         self.progress.setValue(100)
+        self.extra_layers = add_extra_layers(result)  # first: the class map goes on top
         layer = add_result_layer(result)
         push_success(self._message_bar(), result, self)
         from .summary import short_summary
-        self.status.setText(f"{short_summary(result)}\nSaved as {result.output_path}")
+        extra = getattr(result, "extra_outputs", None) or {}
+        also = f" (and {', '.join(os.path.basename(p) for p in extra.values())})" if extra else ""
+        self.status.setText(f"{short_summary(result)}\nSaved as {result.output_path}{also}")
         self.resultReady.emit(result, layer)
 
     def _failed(self, message, cancelled):
@@ -561,6 +661,7 @@ class ClassifyDialog(QDialog):
         s.setValue(SETTINGS + "overlap", self.overlap.value())
         s.setValue(SETTINGS + "batch_size", self.batch_size.value())
         s.setValue(SETTINGS + "device", self.device.currentData())
+        s.setValue(SETTINGS + "probabilities", self.probabilities.isChecked())
 
     def restore_settings(self):
         s = QgsSettings()
@@ -589,6 +690,7 @@ class ClassifyDialog(QDialog):
         self.batch_size.setValue(s.value(SETTINGS + "batch_size", 4, type=int))
         index = self.device.findData(s.value(SETTINGS + "device", "auto", type=str))
         self.device.setCurrentIndex(max(0, index))
+        self.probabilities.setChecked(s.value(SETTINGS + "probabilities", False, type=bool))
 
     def reject(self):  # Close / Esc: keep the settings; a running task keeps running
         self.save_settings()

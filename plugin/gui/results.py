@@ -4,7 +4,8 @@ import os
 from qgis.core import Qgis, QgsMessageLog, QgsProject
 from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
 
-from .styling import apply_class_style, load_class_layer, write_style_sidecar
+from .styling import (apply_class_style, apply_derived_style, apply_fraction_style,
+                      load_class_layer, write_derived_style_sidecar, write_style_sidecar)
 from .summary import html_summary, short_summary, text_summary
 
 TITLE = "Urban Functions"
@@ -38,6 +39,60 @@ def add_result_layer(result, project=None):
         return None
     project.addMapLayer(layer)
     return layer
+
+
+def extra_layer_name(result, name):
+    """Layer name of an extra output: the derived output's label, or what the file holds."""
+    stem = os.path.splitext(os.path.basename(result.output_path))[0]
+    for d in getattr(result.card, "derived_outputs", ()):
+        if d.name == name:
+            return f"{stem}: {d.label}"
+    if name == "probabilities":
+        return f"{stem}: class probabilities (one band per class)"
+    return f"{stem}: {name}"
+
+
+def _style_extra(layer, result, name):
+    for d in getattr(result.card, "derived_outputs", ()):
+        if d.name == name:
+            return apply_derived_style(layer, d)
+    return apply_fraction_style(layer)  # probabilities: band 1 on the 0-1 ramp
+
+
+def add_extra_layers(result, project=None, visible=False):
+    """Add the extra rasters of ``result`` (derived outputs, class probabilities) to
+    ``project``, styled (derived outputs also get a .qml sidecar). They are added unticked
+    unless ``visible``: the class map goes on top of them. Returns {name: layer}."""
+    from qgis.core import QgsRasterLayer
+    project = project or QgsProject.instance()
+    derived = {d.name: d for d in getattr(result.card, "derived_outputs", ())}
+    layers = {}
+    for name, path in (getattr(result, "extra_outputs", None) or {}).items():
+        if name in derived:
+            try:
+                write_derived_style_sidecar(path, derived[name])
+            except OSError as exc:
+                QgsMessageLog.logMessage(f"Style not saved: {exc}", LOG_TAG, Qgis.Warning)
+        target = os.path.realpath(path)
+        layer = next((lyr for lyr in project.mapLayers().values()
+                      if lyr.providerType() == "gdal" and os.path.realpath(lyr.source()) == target),
+                     None)
+        if layer is not None:  # a rerun onto the same files: refresh, no duplicate
+            layer.reload()
+            _style_extra(layer, result, name)
+            layer.setName(extra_layer_name(result, name))
+        else:
+            layer = QgsRasterLayer(str(path), extra_layer_name(result, name), "gdal")
+            if not layer.isValid():
+                continue
+            _style_extra(layer, result, name)
+            project.addMapLayer(layer)
+            node = project.layerTreeRoot().findLayer(layer.id())
+            if node is not None:
+                node.setItemVisibilityChecked(visible)
+                node.setExpanded(False)
+        layers[name] = layer
+    return layers
 
 
 def push_success(message_bar, result, parent=None):

@@ -11,14 +11,22 @@ session too (drag and drop, Browser, another project).
 import os
 
 from qgis.core import (
+    QgsColorRampShader,
+    QgsGradientColorRamp,
+    QgsGradientStop,
     QgsPalettedRasterRenderer,
     QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
 )
 from qgis.PyQt.QtGui import QColor
 
 from ..core.classes import NODATA_CODE
 
 CLASS_BAND = 1
+# 0-1 fraction rasters (e.g. a settlement extent): ColorBrewer "Reds", interpolated
+FRACTION_RAMP = ((0.0, "#fff5f0"), (0.25, "#fcbba1"), (0.5, "#fb6a4a"), (0.75, "#cb181d"),
+                 (1.0, "#67000d"))
 # Custom layer properties the plugin sets, so it can recognise its own layers later.
 PROP_KIND = "urban_functions/kind"          # "classes", "input", "ground_truth"
 PROP_MODALITY = "urban_functions/modality"  # for inputs: vhr, ntl, s2_summer...
@@ -62,6 +70,69 @@ def apply_class_style(layer, classes, band=CLASS_BAND):
     # let legends (layer tree, layouts) pick up the new symbology
     layer.emitStyleChanged()
     return layer
+
+
+def fraction_renderer(layer, band=1, stops=FRACTION_RAMP):
+    """A single-band pseudocolour renderer over 0..1 (interpolated ``stops``)."""
+    lo, hi = stops[0][0], stops[-1][0]
+    shader = QgsColorRampShader(lo, hi)
+    shader.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp = QgsGradientColorRamp(QColor(stops[0][1]), QColor(stops[-1][1]), False,
+                                [QgsGradientStop((v - lo) / (hi - lo), QColor(c))
+                                 for v, c in stops[1:-1]])
+    shader.setSourceColorRamp(ramp)
+    shader.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), f"{v:g}")
+                                 for v, c in stops])
+    raster_shader = QgsRasterShader(lo, hi)
+    raster_shader.setRasterShaderFunction(shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, raster_shader)
+    renderer.setClassificationMin(lo)
+    renderer.setClassificationMax(hi)
+    return renderer
+
+
+def apply_fraction_style(layer, band=1):
+    """Style a 0..1 raster (probability, fraction) with the pseudocolour ramp."""
+    layer.setRenderer(fraction_renderer(layer, band))
+    layer.setCustomProperty(PROP_KIND, "fraction")
+    layer.triggerRepaint()
+    layer.emitStyleChanged()
+    return layer
+
+
+def derived_classes(derived):
+    """The class list of a ``class_groups`` derived output (card :class:`DerivedOutput`)."""
+    return [info for info, _codes in derived.groups]
+
+
+def apply_derived_style(layer, derived):
+    """Style a derived output raster by its kind: ``class_sum`` -> 0..1 pseudocolour ramp,
+    ``class_groups`` -> paletted with the groups' codes, colours and labels."""
+    if derived.kind == "class_groups":
+        return apply_class_style(layer, derived_classes(derived))
+    return apply_fraction_style(layer)
+
+
+def write_derived_style_sidecar(raster_path, derived):
+    """Save the style of a derived output as ``<raster>.qml``. Returns its path (``OSError``
+    if the raster cannot be opened or the style cannot be written)."""
+    layer = QgsRasterLayer(str(raster_path), derived.name, "gdal")
+    if not layer.isValid():
+        raise OSError(f"Cannot open {raster_path} to write its style.")
+    apply_derived_style(layer, derived)
+    qml = style_sidecar_path(raster_path)
+    message, ok = layer.saveNamedStyle(qml)
+    if not ok:
+        raise OSError(f"Cannot write the style {qml}: {message}")
+    return qml
+
+
+def load_derived_layer(raster_path, name, derived):
+    """Open a derived output as a styled layer (not added to any project). Invalid -> ``None``."""
+    layer = QgsRasterLayer(str(raster_path), name, "gdal")
+    if not layer.isValid():
+        return None
+    return apply_derived_style(layer, derived)
 
 
 def style_sidecar_path(raster_path):

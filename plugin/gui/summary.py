@@ -80,6 +80,8 @@ def text_summary(result):
     manifest = getattr(result, "manifest_path", None)
     if manifest:
         lines.append(f"Run manifest: {manifest}")
+    for name, path in (getattr(result, "extra_outputs", None) or {}).items():
+        lines.append(f"Also written ({name}): {path}")
     rows = class_area_rows(result.class_areas)
     if rows:
         lines.append("Area per class:")

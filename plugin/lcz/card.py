@@ -13,15 +13,19 @@ tests check that), so the engine reads classes, inputs and output as usual; what
             ceil(size / stride) cells per axis with the input's origin.
 ``fusion``  every present season is run through the *same* ONNX input (``inputs[*].onnx_input``)
             and the probabilities are averaged (``mean_probs``: mean of softmax, unweighted).
+``derived_outputs``  rasters the engine computes from the averaged probabilities: the
+            settlement extent (sum of P(LCZ 1-10), 0-1; derived, not a trained regression) and
+            the urban-function map (argmax of the LCZ probabilities summed per function with the
+            table of :mod:`.classes`, in our function codes and colours).
 
 Per input the engine feeds ``round_float16(round_float16(raw) * scale)`` (``rounding``), as
 float32, NCHW ``[N, 10, 32, 32]``; ``mean`` 0 / ``std`` 1, no transform.
 """
 from ..core.model_card import SCHEMA
-from .classes import lcz_class_table
+from .classes import BUILT_CODES, function_groups, lcz_class_table
 from . import so2sat_h5 as h5
 
-IMPORTER_VERSION = "1.0.0"
+IMPORTER_VERSION = "1.1.0"   # 1.1: derived outputs settlement_extent, urban_functions
 NAME = "so2sat-lcz42-s2-resnet20"
 FILE_STEM = "so2sat_lcz42_s2_resnet20"
 TASK = "patch_classification"
@@ -48,6 +52,25 @@ CITATIONS = (
 
 def licence_filename(stem=FILE_STEM):
     return f"{stem}.LICENSE.txt"
+
+
+def derived_outputs():
+    """Rasters the engine computes from the (season-averaged) LCZ probabilities."""
+    return [
+        {"name": "settlement_extent", "kind": "class_sum", "codes": list(BUILT_CODES),
+         "label": "Settlement extent (built LCZ 1-10 probability; derived from LCZ "
+                  "probabilities, not a trained regression)",
+         "description": ("Per 100 m cell the summed probability of the ten built types LCZ 1-10 "
+                         "(0-1). It is derived from the LCZ classifier's probabilities, not "
+                         "a regression trained on settlement or built-up fractions, and it is "
+                         "not calibrated as a built-up area fraction.")},
+        {"name": "urban_functions", "kind": "class_groups",
+         "label": "Urban functions derived from LCZ (rule-of-thumb mapping)",
+         "description": ("Per cell the function whose summed LCZ probability is largest, with "
+                         "the documented LCZ -> function table of plugin/lcz/classes.py. LCZs "
+                         "describe urban form, not land use; public services never appear."),
+         "groups": function_groups()},
+    ]
 
 
 def lcz_card(sha256=h5.SHA256, size=h5.FILE_BYTES, keras_version="2.1.5",
@@ -110,6 +133,7 @@ def lcz_card(sha256=h5.SHA256, size=h5.FILE_BYTES, keras_version="2.1.5",
                                    "softmax, not of logits); label = argmax + 1.")},
         "function_mapping": {"source": "plugin/lcz/classes.py (LCZ_TO_FUNCTION)",
                              "method": "sum the LCZ probabilities per mapped function"},
+        "derived_outputs": derived_outputs(),
         "intended_use": ("Local Climate Zone maps of cities worldwide from Sentinel-2 L1C "
                          "imagery at 100 m; a coarse urban-form prior for function mapping."),
         "limitations": ("Trained on So2Sat LCZ42 (42 cities plus 10 test regions, 2017 "

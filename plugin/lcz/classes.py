@@ -141,3 +141,20 @@ def function_probabilities(lcz_probs, axis=-1):
         if sel.any():
             out[..., f.code - 1] = p[..., sel].sum(axis=-1)
     return np.moveaxis(out, -1, axis)
+
+
+BUILT_CODES = tuple(c.code for c in LCZ_CLASSES if c.code <= 10)   # LCZ 1-10
+
+
+def function_groups():
+    """Our function classes as groups of LCZ codes (model-card ``class_groups`` format): one
+    group per function that at least one LCZ maps to, in function-code order, with the
+    function's own code, colour and label, so an LCZ-derived function map is styled like the
+    maps of our other models (public services never appear: no LCZ maps to it)."""
+    groups = []
+    for f in FUNCTION_CLASSES:
+        codes = [c.code for c in LCZ_CLASSES if FUNCTION_BY_LCZ[c.lcz].function == f.key]
+        if codes:
+            groups.append({"code": f.code, "name": f.key, "label": f.label, "color": f.color,
+                           "from": codes})
+    return groups

@@ -10,6 +10,7 @@ import os
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
@@ -29,7 +30,8 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..gui import qgis_inputs
-from ..gui.styling import apply_class_style, write_style_sidecar
+from ..gui.styling import (apply_class_style, apply_derived_style, write_derived_style_sidecar,
+                           write_style_sidecar)
 from ..gui.summary import text_summary
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -38,6 +40,11 @@ ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 # parameter name per modality: VHR, NTL, S2_SPRING, S2_SUMMER, S2_AUTUMN, S2_WINTER
 MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
 DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+
+
+def _user_models_dir():
+    from ..gui.user_models import user_models_dir
+    return user_models_dir()
 
 
 def _is_unset(value):
@@ -78,6 +85,27 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
             layer.setName(self.name)
 
 
+class DerivedStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles a derived output (card ``derived_outputs``) when Processing loads it: a 0-1
+    pseudocolour ramp for ``class_sum``, a paletted class style for ``class_groups``."""
+
+    _alive = []
+
+    def __init__(self, derived):
+        super().__init__()
+        self.derived = derived
+
+    @classmethod
+    def create(cls, derived):
+        processor = cls(derived)
+        cls._alive = cls._alive[-15:] + [processor]
+        return processor
+
+    def postProcessLayer(self, layer, context, feedback):
+        apply_derived_style(layer, self.derived)
+        layer.setName(self.derived.label)
+
+
 class ClassifyAlgorithm(QgsProcessingAlgorithm):
     MODEL = "MODEL"
     EXTENT = "EXTENT"
@@ -87,11 +115,13 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     CONFIDENCE = "CONFIDENCE"
+    PROBABILITIES = "PROBABILITIES"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
     SECONDS = "SECONDS"
     MANIFEST = "MANIFEST"
     CLASS_AREAS = "CLASS_AREAS"
+    EXTRA_OUTPUTS = "EXTRA_OUTPUTS"
 
     def createInstance(self):
         return ClassifyAlgorithm()
@@ -129,8 +159,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "<p><b>Inputs</b>: any of VHR imagery, night-time light and Sentinel-2 spring/summer/"
             "autumn/winter rasters (files readable by GDAL, any CRS); at least one is needed and "
             "the model must accept each one given.</p>"
-            "<p><b>Model</b>: the name of a bundled model or the path to an .onnx file. Leave it "
-            "empty to pick the installed model that fits the given inputs best.</p>"
+            "<p><b>Model</b>: the name of an installed model or the path to an .onnx file. Leave "
+            "it empty to pick the installed model that fits the given inputs best.</p>"
             f"{models}"
             "<p><b>Extent</b> and <b>Area of interest</b> (polygons, selected features only if "
             "ticked) limit the area processed; without them the overlap of the inputs is "
@@ -138,15 +168,24 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "<p><b>Output</b>: GeoTIFF, band 1 class codes (0 = nodata) with colours and class "
             "names, optional band 2 confidence (%). A .qml style with the same name is written "
             "next to it, and a run manifest (.json) records inputs, model and settings.</p>"
+            "<p><b>Extra outputs</b> are written next to the output as <tt>&lt;output&gt;_"
+            "&lt;name&gt;.tif</tt> and listed in EXTRA_OUTPUTS (JSON: name -> path): the "
+            "outputs a model card declares (for the So2Sat LCZ model a settlement extent, 0-1, "
+            "and an urban-function map derived from the LCZ probabilities; both are loaded and "
+            "styled with the result) and, with <b>Write class probabilities</b>, one float32 "
+            "band per class.</p>"
             "<p>Advanced: tile size and overlap in output cells (empty = the model's defaults), "
-            "batch size, device.</p>")
+            "batch size, device, class probabilities.</p>"
+            "<p>Models: the bundled ones, the user models folder "
+            f"(<tt>{_user_models_dir()}</tt>, where <i>Import So2Sat LCZ weights</i> installs) "
+            "and $URBAN_FUNCTIONS_MODELS.</p>")
 
     def _model_help(self):
         try:
             from ..core.environment import missing_dependencies
             if missing_dependencies():
                 return ""
-            from ..core.models import list_models
+            from ..gui.user_models import list_models
             entries = list_models()
         except Exception:
             return ""
@@ -182,6 +221,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber.Integer, 4, False, 1, 256))
         advanced.append(QgsProcessingParameterEnum(
             self.DEVICE, "Device", [label for label, _ in DEVICES], False, 0, False))
+        advanced.append(QgsProcessingParameterBoolean(
+            self.PROBABILITIES, "Write class probabilities (one float32 band per class, "
+            "OUTPUT_probabilities.tif)", defaultValue=False, optional=True))
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -195,6 +237,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Run manifest (JSON)"))
         self.addOutput(QgsProcessingOutputString(
             self.CLASS_AREAS, "Area per class (JSON: name -> m²)"))
+        self.addOutput(QgsProcessingOutputString(
+            self.EXTRA_OUTPUTS, "Extra outputs (JSON: name -> path; probabilities, derived)"))
 
     def canExecute(self):
         from ..core.environment import missing_dependencies
@@ -226,14 +270,16 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         return inputs
 
     def _model(self, parameters, context, inputs):
-        from ..core.models import default_model_for, find_model
         from ..core.errors import ModelError
-        from ..core.models import BUNDLED_DIR, list_models
+        from ..core.models import model_dirs
+        from ..gui.user_models import (default_model_for, find_model, list_models,
+                                       model_dirs_for_qgis)
         name = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
         if name:
             return find_model(name)
         if not list_models():
-            raise ModelError(f"No model is installed (looked in {BUNDLED_DIR}); give the path "
+            looked = ", ".join(model_dirs(model_dirs_for_qgis()))
+            raise ModelError(f"No model is installed (looked in {looked}); give the path "
                              "to an .onnx model in MODEL.")
         return default_model_for(list(inputs))
 
@@ -276,6 +322,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 4,
                 device=device,
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
+                probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
                 overwrite=True,  # Processing outputs replace existing files
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
@@ -306,6 +353,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             if not details.name or details.name == self.parameterDefinition(
                     self.OUTPUT).description():
                 details.name = f"Urban functions ({result.card.title})"
+        extra = dict(getattr(result, "extra_outputs", None) or {})
+        self._style_and_load_extras(result, extra, context, feedback,
+                                    context.willLoadLayerOnCompletion(output))
         areas = {getattr(c, "name", str(c.code)): float(c.area_m2) for c in result.class_areas}
         return {
             self.OUTPUT: result.output_path,
@@ -313,4 +363,24 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             self.SECONDS: float(result.seconds),
             self.MANIFEST: result.manifest_path,
             self.CLASS_AREAS: json.dumps(areas),
+            self.EXTRA_OUTPUTS: json.dumps(extra),
         }
+
+    def _style_and_load_extras(self, result, extra, context, feedback, load):
+        """.qml sidecars for the derived outputs; when the result is loaded into the project,
+        the derived outputs are loaded and styled too (the probabilities stay files: one band
+        per class is not a map to look at)."""
+        derived = {d.name: d for d in getattr(result.card, "derived_outputs", ())}
+        for name, path in extra.items():
+            spec = derived.get(name)
+            if spec is None:
+                continue
+            try:
+                write_derived_style_sidecar(path, spec)
+            except OSError as exc:
+                feedback.reportError(f"{path} is fine but its style could not be saved: {exc}")
+            if load:
+                details = QgsProcessingContext.LayerDetails(spec.label, context.project(), name)
+                details.forceName = True
+                details.setPostProcessor(DerivedStylePostProcessor.create(spec))
+                context.addLayerToLoadOnCompletion(path, details)

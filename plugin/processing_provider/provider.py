@@ -5,6 +5,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .classify_algorithm import ClassifyAlgorithm
+from .lcz_algorithms import lcz_algorithms
 from .validation_algorithms import validation_algorithms
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -30,7 +31,7 @@ class UrbanFunctionsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         self.addAlgorithm(ClassifyAlgorithm())
-        for algorithm in validation_algorithms():
+        for algorithm in lcz_algorithms() + validation_algorithms():
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):
