@@ -182,16 +182,16 @@ class AoiMask:
         self._ds = None
 
 
-class FeedReader:
-    """Builds the ONNX feed for any window of the output grid.
+class InputSet:
+    """The opened inputs of one run (one source per modality) plus the optional AOI mask."""
 
-    Missing modalities are fed as zeros with mask 0, so one graph serves any input subset.
-    """
+    source_class = None  # set by subclasses: (path, InputSpec, grid) -> source
 
     def __init__(self, card, inputs, grid, aoi=None):
         self.card = card
         self.grid = grid
         self.sources = {}
+        self.aoi = None
         unknown = sorted(set(inputs) - set(card.modalities))
         if unknown:
             raise InputError(f"Model '{card.name}' does not use {', '.join(unknown)}; it accepts "
@@ -200,7 +200,7 @@ class FeedReader:
             raise InputError(f"Model '{card.name}' needs at least {card.min_inputs} input(s).")
         try:
             for modality, path in inputs.items():
-                self.sources[modality] = ModalitySource(path, card.input_for(modality), grid)
+                self.sources[modality] = self.source_class(path, card.input_for(modality), grid)
             self.aoi = AoiMask(aoi, grid) if aoi is not None else None
         except Exception:
             self.close()
@@ -211,6 +211,22 @@ class FeedReader:
 
     def __exit__(self, *exc):
         self.close()
+
+    def close(self):
+        for src in self.sources.values():
+            src.close()
+        self.sources = {}
+        if self.aoi is not None:
+            self.aoi.close()
+            self.aoi = None
+
+
+class FeedReader(InputSet):
+    """Builds the ONNX feed for any window of the output grid.
+
+    Missing modalities are fed as zeros with mask 0, so one graph serves any input subset.
+    """
+    source_class = ModalitySource
 
     def read(self, col, row, ncols, nrows):
         """(feed dict with batch dim 1, valid_any bool [nrows, ncols]) for an output window."""
@@ -234,11 +250,4 @@ class FeedReader:
         if self.card.mask_input:
             feed[self.card.mask_input] = mask[None]
         return feed, mask.max(axis=0) > 0
-
-    def close(self):
-        for src in self.sources.values():
-            src.close()
-        self.sources = {}
-        if getattr(self, "aoi", None) is not None:
-            self.aoi.close()
 

@@ -12,7 +12,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
-from .feeds import AoiMask, FLOAT_TYPES, band_statistics, normalize, select_bands
+from .feeds import FLOAT_TYPES, InputSet, band_statistics, normalize, select_bands
 from .rasters import inspect_raster, srs_from_wkt
 
 gdal.UseExceptions()
@@ -118,31 +118,13 @@ class PatchSource:
         self._src = None
 
 
-class PatchReader:
+class PatchReader(InputSet):
     """Reads tiles of output cells as normalised input windows; classifies their patches."""
+    source_class = PatchSource
 
     def __init__(self, card, inputs, grid, aoi=None):
-        self.card = card
         self.patch = card.patch
-        self.grid = grid
-        self.sources = {}
-        unknown = sorted(set(inputs) - set(card.modalities))
-        if unknown:
-            raise InputError(f"Model '{card.name}' does not use {', '.join(unknown)}; it accepts "
-                             f"{', '.join(card.modalities)}.")
-        try:
-            for modality, path in inputs.items():
-                self.sources[modality] = PatchSource(path, card.input_for(modality), grid)
-            self.aoi = AoiMask(aoi, grid) if aoi is not None else None
-        except Exception:
-            self.close()
-            raise
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(card, inputs, grid, aoi)
 
     def read(self, col, row, ncols, nrows):
         """(windows: modality -> (values [B, h, w], cell valid [nrows, ncols]), valid_any)."""
@@ -188,10 +170,3 @@ class PatchReader:
             total[:, rr, cc] += probs.T
             count[rr, cc] += 1
         return total / np.maximum(count, 1)
-
-    def close(self):
-        for src in self.sources.values():
-            src.close()
-        self.sources = {}
-        if getattr(self, "aoi", None) is not None:
-            self.aoi.close()
