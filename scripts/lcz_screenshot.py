@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qgis_docs import add_scale_bar, export_png  # noqa: E402
+from qgis_docs import add_class_legend, add_label, add_map, add_scale_bar, export_png  # noqa: E402
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 STACK = os.path.join("s2", "ketzin_20170216_s2l1c_10band.tif")
@@ -51,43 +51,8 @@ def true_colour_layer(path):
     return layer
 
 
-def add_label(layout, text, size, x, y, w, bold=False, lines=1):
-    from qgis.core import QgsLayoutItemLabel, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
-    from qgis.PyQt.QtGui import QFont
-    mm = QgsUnitTypes.LayoutMillimeters
-    label = QgsLayoutItemLabel(layout)
-    label.setText(text)
-    font = QFont("Sans")
-    font.setPointSizeF(size)
-    font.setBold(bold)
-    label.setFont(font)
-    layout.addLayoutItem(label)
-    label.attemptMove(QgsLayoutPoint(x, y, mm))
-    label.attemptResize(QgsLayoutSize(w, size * 0.6 * lines, mm))
-    return label
-
-
-def add_map(layout, layers, extent, crs, x, y, w, h):
-    from qgis.core import QgsLayoutItemMap, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
-    mm = QgsUnitTypes.LayoutMillimeters
-    item = QgsLayoutItemMap(layout)
-    layout.addLayoutItem(item)
-    item.attemptMove(QgsLayoutPoint(x, y, mm))
-    item.attemptResize(QgsLayoutSize(w, h, mm))
-    item.setLayers(layers)
-    item.setCrs(crs)
-    item.setExtent(extent)
-    item.attemptResize(QgsLayoutSize(w, h, mm))
-    item.zoomToExtent(extent)
-    item.setFrameEnabled(True)
-    return item
-
-
 def export_lcz_layout(project, lcz, image, path, title, subtitle, footer):
-    from qgis.core import (QgsLayoutItemLegend, QgsLayoutPoint, QgsLayoutSize,
-                           QgsLegendRenderer, QgsLegendStyle, QgsMapLayerLegendUtils,
-                           QgsPrintLayout, QgsRectangle, QgsUnitTypes)
-    from qgis.PyQt.QtGui import QFont
+    from qgis.core import QgsLayoutSize, QgsPrintLayout, QgsRectangle, QgsUnitTypes
     mm = QgsUnitTypes.LayoutMillimeters
     extent = QgsRectangle(lcz.extent())
     map_w = 180.0
@@ -106,25 +71,8 @@ def export_lcz_layout(project, lcz, image, path, title, subtitle, footer):
     add_scale_bar(layout, lcz_map, extent, 8, y2 + map_h + 3)
     add_label(layout, footer, 7.5, 8, y2 + map_h + 19, 246, lines=2)
 
-    legend = QgsLayoutItemLegend(layout)
-    layout.addLayoutItem(legend)
-    legend.setTitle("Local Climate Zone")
-    legend.setLinkedMap(lcz_map)
-    legend.setAutoUpdateModel(False)
-    root = legend.model().rootGroup()
-    root.removeAllChildren()
-    node = root.addLayer(lcz)
-    QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)
-    count = len(legend.model().layerLegendNodes(node, True))
-    QgsMapLayerLegendUtils.setLegendNodeOrder(node, list(range(1, count)))  # no "Band 1" line
-    legend.model().refreshLayerLegend(node)
-    legend.setStyleFont(QgsLegendStyle.Title, QFont("Sans", 11, QFont.Bold))
-    font = QFont("Sans")
-    font.setPointSizeF(8.5)
-    legend.setStyleFont(QgsLegendStyle.SymbolLabel, font)
-    legend.setSymbolHeight(3.6)
-    legend.attemptMove(QgsLayoutPoint(map_w + 12, top, mm))
-    legend.adjustBoxSize()
+    add_class_legend(layout, lcz_map, lcz, "Local Climate Zone", map_w + 12, top, title_pt=11,
+                     label_pt=8.5, symbol_height=3.6)
     return export_png(layout, path, dpi=120)
 
 

@@ -47,6 +47,67 @@ def wait_for(predicate, timeout):
     return False
 
 
+def add_label(layout, text, size, x, y, w, bold=False, lines=1):
+    from qgis.core import QgsLayoutItemLabel, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
+    from qgis.PyQt.QtGui import QFont
+    mm = QgsUnitTypes.LayoutMillimeters
+    label = QgsLayoutItemLabel(layout)
+    label.setText(text)
+    font = QFont("Sans")
+    font.setPointSizeF(size)
+    font.setBold(bold)
+    label.setFont(font)
+    layout.addLayoutItem(label)
+    label.attemptMove(QgsLayoutPoint(x, y, mm))
+    label.attemptResize(QgsLayoutSize(w, size * 0.6 * lines, mm))
+    return label
+
+
+def add_map(layout, layers, extent, crs, x, y, w, h):
+    from qgis.core import QgsLayoutItemMap, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
+    mm = QgsUnitTypes.LayoutMillimeters
+    item = QgsLayoutItemMap(layout)
+    layout.addLayoutItem(item)
+    item.attemptMove(QgsLayoutPoint(x, y, mm))
+    item.attemptResize(QgsLayoutSize(w, h, mm))
+    item.setLayers(layers)
+    item.setCrs(crs)
+    item.setExtent(extent)
+    item.attemptResize(QgsLayoutSize(w, h, mm))
+    item.zoomToExtent(extent)
+    item.setFrameEnabled(True)
+    return item
+
+
+def add_class_legend(layout, map_item, layer, title, x_mm, y_mm, title_pt=13, label_pt=10.0,
+                     symbol_height=None):
+    """A legend of one classified layer: its class entries only (no layer name, no "Band 1")."""
+    from qgis.core import (QgsLayoutItemLegend, QgsLayoutPoint, QgsLegendRenderer,
+                           QgsLegendStyle, QgsMapLayerLegendUtils, QgsUnitTypes)
+    from qgis.PyQt.QtGui import QFont
+    legend = QgsLayoutItemLegend(layout)
+    layout.addLayoutItem(legend)
+    legend.setTitle(title)
+    legend.setLinkedMap(map_item)
+    legend.setAutoUpdateModel(False)
+    root = legend.model().rootGroup()
+    root.removeAllChildren()
+    node = root.addLayer(layer)
+    QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)  # no layer name line
+    count = len(legend.model().layerLegendNodes(node, True))
+    QgsMapLayerLegendUtils.setLegendNodeOrder(node, list(range(1, count)))  # no "Band 1" line
+    legend.model().refreshLayerLegend(node)
+    legend.setStyleFont(QgsLegendStyle.Title, QFont("Sans", title_pt, QFont.Bold))
+    font = QFont("Sans")
+    font.setPointSizeF(label_pt)
+    legend.setStyleFont(QgsLegendStyle.SymbolLabel, font)
+    if symbol_height:
+        legend.setSymbolHeight(symbol_height)
+    legend.attemptMove(QgsLayoutPoint(x_mm, y_mm, QgsUnitTypes.LayoutMillimeters))
+    legend.adjustBoxSize()
+    return legend
+
+
 def add_scale_bar(layout, map_item, extent, x_mm, y_mm):
     """A two-segment kilometre scale bar with a round step for the map's width."""
     from qgis.core import (QgsLayoutItemScaleBar, QgsLayoutPoint, QgsUnitTypes)

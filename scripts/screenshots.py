@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qgis_docs import WidgetIface, add_scale_bar, export_png, wait_for  # noqa: E402
+from qgis_docs import (WidgetIface, add_class_legend, add_label, add_map,  # noqa: E402
+                       add_scale_bar, export_png, wait_for)
 DEFAULT_MODEL = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
 
 
@@ -36,11 +37,7 @@ def grab_dialog(dialog, path):
 
 def export_result_layout(project, layer, background, path, title, subtitle=""):
     """A print layout: map (result over a faded input), legend, scale bar, title -> PNG."""
-    from qgis.core import (QgsLayoutItemLabel, QgsLayoutItemLegend,
-                           QgsLayoutItemMap, QgsLayoutPoint,
-                           QgsLayoutSize, QgsLegendRenderer, QgsLegendStyle,
-                           QgsMapLayerLegendUtils, QgsPrintLayout, QgsRectangle, QgsUnitTypes)
-    from qgis.PyQt.QtGui import QFont
+    from qgis.core import QgsLayoutSize, QgsPrintLayout, QgsRectangle, QgsUnitTypes
 
     mm = QgsUnitTypes.LayoutMillimeters
     extent = QgsRectangle(layer.extent())
@@ -51,46 +48,12 @@ def export_result_layout(project, layer, background, path, title, subtitle=""):
     top = 24.0
     layout.pageCollection().page(0).setPageSize(QgsLayoutSize(250, map_h + top + 8, mm))
 
-    for text, size, bold, y in ((title, 15, True, 4), (subtitle, 10, False, 13)):
-        if not text:
-            continue
-        label = QgsLayoutItemLabel(layout)
-        label.setText(text)
-        label.setFont(QFont("Sans", size, QFont.Bold if bold else QFont.Normal))
-        layout.addLayoutItem(label)
-        label.attemptMove(QgsLayoutPoint(8, y, mm))
-        label.attemptResize(QgsLayoutSize(234, 9, mm))
-
-    map_item = QgsLayoutItemMap(layout)
-    layout.addLayoutItem(map_item)
-    map_item.attemptMove(QgsLayoutPoint(8, top, mm))
-    map_item.attemptResize(QgsLayoutSize(map_w, map_h, mm))
-    map_item.setLayers([layer] + ([background] if background is not None else []))
-    map_item.setCrs(layer.crs())
-    # setExtent first: zoomToExtent() needs a non-empty current extent for its aspect ratio
-    map_item.setExtent(extent)
-    map_item.attemptResize(QgsLayoutSize(map_w, map_h, mm))
-    map_item.zoomToExtent(extent)
-    map_item.setFrameEnabled(True)
-
-    legend = QgsLayoutItemLegend(layout)
-    layout.addLayoutItem(legend)
-    legend.setTitle("Urban function")
-    legend.setLinkedMap(map_item)
-    legend.setAutoUpdateModel(False)
-    root = legend.model().rootGroup()
-    root.removeAllChildren()
-    node = root.addLayer(layer)
-    QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)  # no layer name line
-    # drop QGIS's "Band 1: ..." line: keep only the class entries
-    count = len(legend.model().layerLegendNodes(node, True))
-    QgsMapLayerLegendUtils.setLegendNodeOrder(node, list(range(1, count)))
-    legend.model().refreshLayerLegend(node)
-    legend.setStyleFont(QgsLegendStyle.Title, QFont("Sans", 13, QFont.Bold))
-    legend.setStyleFont(QgsLegendStyle.Subgroup, QFont("Sans", 10, QFont.Bold))
-    legend.setStyleFont(QgsLegendStyle.SymbolLabel, QFont("Sans", 10))
-    legend.attemptMove(QgsLayoutPoint(map_w + 14, top, mm))
-    legend.adjustBoxSize()
+    add_label(layout, title, 15, 8, 4, 234, bold=True)
+    if subtitle:
+        add_label(layout, subtitle, 10, 8, 13, 234)
+    map_item = add_map(layout, [layer] + ([background] if background is not None else []),
+                       extent, layer.crs(), 8, top, map_w, map_h)
+    add_class_legend(layout, map_item, layer, "Urban function", map_w + 14, top)
 
     add_scale_bar(layout, map_item, extent, map_w + 14, top + map_h - 14)
     return export_png(layout, path)
