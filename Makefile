@@ -7,13 +7,14 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
 	@echo "make test          run the test suite (what CI runs)"
 	@echo "make bench         speed and memory benchmarks"
 	@echo "make train-sample  retrain the bundled sample-city model"
+	@echo "make train-vhr     train the VHR scene model from ../shared/data/vhr_scenes (work in progress, not bundled yet)"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 
@@ -31,6 +32,9 @@ bench: setup
 
 train-sample: setup
 	@$(PY) -m plugin.training.train_sample --out models/sample_city_fusion.onnx
+
+train-vhr: setup
+	@$(PY) -m plugin.training.train_vhr --out models/vhr_scenes_resnet.onnx
 
 screenshots: setup
 	@$(PY) scripts/screenshots.py docs

@@ -1,0 +1,528 @@
+"""Train the bundled VHR functional-zone model on real scene images (``make train-vhr``).
+
+    python -m plugin.training.train_vhr [--out models/vhr_scenes_resnet.onnx]
+
+1. read the scene manifest (``../shared/data/vhr_scenes``, AID / UC Merced / RSSCN7 mapped to the
+   8 function classes), the committed stratified split (``plugin/training/vhr_split.csv``) and
+   decode every image once into ``build/vhr_scenes`` (PIL box filter = area average),
+2. train :class:`~.vhr_model.SceneResNet` from scratch (no pretrained weights) with flips, 90
+   degree rotations, random crop/pad, scale and colour jitter, square-root class-balanced
+   sampling and label smoothing; SGD with warm-up and cosine decay; CPU (2 threads) or CUDA,
+3. export to ONNX in a separate process and check onnxruntime against torch at other batch sizes,
+4. score the ONNX model on the validation split (never trained on),
+5. cross-source generalisation: three shorter runs, each trained on two sources and tested on
+   every image of the third,
+6. store the card (provenance, licences, split, metrics) in the ONNX metadata and write the
+   Markdown card beside it.
+
+A training scene is treated as one model window: the image is reduced to ``patch_px`` pixels,
+and the card asks the engine for ``patch_px`` pixels at ``gsd_m`` (64 px at 2 m = 128 m), so
+0.3 m and 2 m imagery are both averaged onto the same 2 m grid before classification.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import vhr_card as cardlib
+from .metrics import confusion_matrix, scores
+from .train_sample import hardware
+from .data import REPO_ROOT
+from .vhr_data import (CACHE_DIR, DATASETS, SPLIT_CSV, data_dir, image_cache, load_split,
+                       read_manifest)
+
+DEFAULTS = dict(patch_px=96, gsd_m=1.25, stride_px=24, width=32, blocks=(2, 2, 2, 2),
+                stem_stride=4, feature_dim=256, dropout=0.2, epochs=60, batch=64, lr=0.1,
+                weight_decay=5e-4, label_smoothing=0.1, balance_power=0.5,
+                scale_range=(0.7, 1.35), shift=0.1, seed=0, val_fraction=0.2, cross_epochs=12,
+                mixed_precision=True)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# --- augmentation (batched, torch) -----------------------------------------------------------
+_DIHEDRAL = [((1, 0), (0, 1)), ((0, -1), (1, 0)), ((-1, 0), (0, -1)), ((0, 1), (-1, 0))]
+
+
+def augment(src_u8, gen, out_px, scale_range, shift, colour=True):
+    """Augmented float batch [B, 3, out_px, out_px] in 0..1 from uint8 [B, 3, S, S].
+
+    Per sample: one of the 8 flips / 90 degree rotations; the window covers ``f`` times the
+    image side (log-uniform in ``scale_range``: f < 1 crops and enlarges, f > 1 shrinks and
+    pads by mirroring) shifted at random (crop/pad), sampled at twice the output size and
+    averaged 2x2 (an area-average-like reduction, as the engine's ``average`` resampling);
+    then brightness, contrast, saturation and per-channel gain jitter.
+    """
+    import torch
+    import torch.nn.functional as F
+    b = src_u8.shape[0]
+    dev = src_u8.device
+    x = src_u8.float().div_(255.0)
+    u = torch.rand(b, 6, generator=gen).to(dev)
+    lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+    f = torch.exp(lo + (hi - lo) * u[:, 0])
+    k = (u[:, 1] * 4).long().clamp(max=3)
+    flip = torch.where(u[:, 2] < 0.5, -1.0, 1.0)
+    rot = torch.tensor(_DIHEDRAL, dtype=torch.float32, device=dev)[k]  # [B, 2, 2]
+    rot = rot * torch.stack([flip, torch.ones_like(flip)], 1)[:, None, :]  # flip x first
+    tmax = torch.clamp(1.0 - f, min=0.0) + shift
+    t = (u[:, 3:5] * 2 - 1) * tmax[:, None]
+    theta = torch.cat([rot * f[:, None, None], t[:, :, None]], dim=2)
+    grid = F.affine_grid(theta, (b, 3, 2 * out_px, 2 * out_px), align_corners=False)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    y = F.avg_pool2d(y, 2)
+    if colour:
+        c = torch.rand(b, 6, generator=gen).to(dev)
+        bright = 0.75 + 0.5 * c[:, 0]
+        contrast = 0.75 + 0.5 * c[:, 1]
+        sat = 0.7 + 0.6 * c[:, 2]
+        gain = 0.93 + 0.14 * c[:, 3:6]
+        gray = (0.299 * y[:, 0] + 0.587 * y[:, 1] + 0.114 * y[:, 2])[:, None]
+        y = gray + (y - gray) * sat[:, None, None, None]
+        m = gray.mean(dim=(2, 3), keepdim=True)
+        y = m + (y - m) * contrast[:, None, None, None]
+        y = y * (bright[:, None] * gain)[:, :, None, None]
+        y = y.clamp_(0.0, 1.0)
+    return y
+
+
+def normalise(x, mean, std):
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+# --- training --------------------------------------------------------------------------------
+def autocast_dtype(device):
+    """bfloat16 mixed precision where the hardware runs it natively (CUDA with bf16, CPUs with
+    AVX512-BF16 / AMX through oneDNN), else None (float32). Weights, BN statistics, the loss
+    and the exported graph stay float32."""
+    import torch
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    try:
+        ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        ok = False
+    return torch.bfloat16 if ok else None
+
+
+def sampling_weights(labels, n_classes, power):
+    """Per-image sampling weights: class c is drawn in proportion to n_c ** (1 - power)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = 1.0 / np.maximum(counts, 1) ** power
+    return w[labels], counts
+
+
+def train(src, labels, n_classes, mean, std, cfg, device, epochs, seed, tag="", val=None):
+    """Train a fresh :class:`SceneResNet` on uint8 images ``src`` [N, 3, S, S] (torch) with
+    ``labels`` (numpy, 0..n-1). ``val`` = (normalised images, labels) is only logged."""
+    import torch
+    import torch.nn.functional as F
+    from .vhr_model import SceneResNet
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = SceneResNet(n_classes=n_classes, width=cfg["width"], blocks=cfg["blocks"],
+                      feature_dim=cfg["feature_dim"], dropout=cfg["dropout"],
+                      stem_stride=cfg["stem_stride"]).to(device)
+    amp = autocast_dtype(device) if cfg.get("mixed_precision", True) else None
+    net = net.to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg["lr"], momentum=0.9, nesterov=True)
+    w, counts = sampling_weights(labels, n_classes, cfg["balance_power"])
+    n = len(labels)
+    steps_per_epoch = max(1, n // cfg["batch"])
+    total = steps_per_epoch * epochs
+    warmup = max(1, min(total // 10, 2 * steps_per_epoch))
+
+    def lr_at(step):
+        if step < warmup:
+            return cfg["lr"] * (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * t))
+
+    wt = torch.from_numpy(w)
+    lab_t = torch.from_numpy(labels.astype(np.int64))
+    mean_d, std_d = mean.to(device), std.to(device)
+    t0 = time.perf_counter()
+    step = 0
+    history = []
+    for epoch in range(epochs):
+        net.train()
+        order = torch.multinomial(wt, steps_per_epoch * cfg["batch"], replacement=True,
+                                  generator=gen)
+        losses, correct = [], 0
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg["batch"]:(i + 1) * cfg["batch"]]
+            x = augment(src[idx].to(device), gen, cfg["patch_px"], cfg["scale_range"],
+                        cfg["shift"])
+            x = normalise(x, mean_d, std_d).contiguous(memory_format=torch.channels_last)
+            y = lab_t[idx].to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            with torch.autocast(device_type=device, dtype=amp or torch.float32,
+                                enabled=amp is not None):
+                logits = net(x).float()
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            correct += int((logits.argmax(1) == y).sum())
+            step += 1
+        entry = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
+                 "train_acc": round(correct / (steps_per_epoch * cfg["batch"]), 4),
+                 "s": round(time.perf_counter() - t0, 1)}
+        msg = (f"  {tag}epoch {epoch + 1}/{epochs}  loss {entry['loss']:.4f}  "
+               f"train acc {entry['train_acc']:.3f}")
+        if val is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == epochs):
+            pred = predict_torch(net, val[0], device)
+            entry["val_acc"] = round(float((pred == val[1]).mean()), 4)
+            msg += f"  val acc {entry['val_acc']:.3f}"
+        history.append(entry)
+        log(msg + f"  {entry['s']:.0f} s")
+    recalibrate_bn(net, src, gen, cfg, mean_d, std_d, device)
+    net.eval()
+    return net.cpu(), time.perf_counter() - t0, history, counts, steps_per_epoch
+
+
+def recalibrate_bn(net, src, gen, cfg, mean, std, device, batches=40):
+    """Batch-norm statistics re-estimated (cumulative average) with the final weights on
+    training images with geometric augmentation only (what inference sees)."""
+    import torch
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = torch.randint(0, src.shape[0], (cfg["batch"],), generator=gen)
+            x = augment(src[idx].to(device), gen, cfg["patch_px"], (1.0, 1.0), 0.0,
+                        colour=False)
+            net(normalise(x, mean, std).contiguous(memory_format=torch.channels_last))
+    for m in bns:
+        m.momentum = 0.1
+    net.eval()
+
+
+def predict_torch(net, x, device, batch=512):
+    """Argmax class of normalised float images x [N, 3, P, P] (numpy)."""
+    import torch
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).to(device)
+            out.append(net(xb.contiguous(memory_format=torch.channels_last)).argmax(1).cpu())
+    return torch.cat(out).numpy()
+
+
+def predict_probs_onnx(sess, x, input_name, batch=256):
+    out = []
+    for i in range(0, len(x), batch):
+        out.append(sess.run(None, {input_name: np.ascontiguousarray(x[i:i + batch])})[0])
+    return np.concatenate(out)
+
+
+def full_scores(truth, pred, class_names):
+    """:func:`scores` plus the confusion matrix, per-class precision/recall and the count."""
+    n = len(class_names)
+    cm = confusion_matrix(truth, pred, n)
+    s = scores(cm, class_names)
+    tp = np.diag(cm).astype(np.float64)
+    present = cm.sum(axis=1) > 0
+    prec = tp / np.maximum(cm.sum(axis=0), 1)
+    rec = tp / np.maximum(cm.sum(axis=1), 1)
+    s["per_class_precision"] = {c: (round(float(prec[i]), 4) if present[i] else None)
+                                for i, c in enumerate(class_names)}
+    s["per_class_recall"] = {c: (round(float(rec[i]), 4) if present[i] else None)
+                             for i, c in enumerate(class_names)}
+    s["confusion_matrix"] = cm.tolist()
+    s["images"] = s.pop("cells")
+    return s
+
+
+def to_float(images_u8, mean, std):
+    """Normalised float32 [N, 3, P, P] from uint8 [N, P, P, 3] (the engine's feed)."""
+    x = np.asarray(images_u8, np.float32).transpose(0, 3, 1, 2) * np.float32(1.0 / 255.0)
+    return (x - np.asarray(mean, np.float32)[None, :, None, None]) / \
+        np.asarray(std, np.float32)[None, :, None, None]
+
+
+# --- main ------------------------------------------------------------------------------------
+def parse_args(argv):
+    d = DEFAULTS
+    ap = argparse.ArgumentParser(description="Train the bundled VHR functional-zone model.")
+    ap.add_argument("--out", default=os.path.join("models", "vhr_scenes_resnet.onnx"),
+                    help="ONNX file to write; the Markdown card goes beside it (.md)")
+    ap.add_argument("--data", default=None, help="the vhr_scenes folder (default "
+                    "../shared/data/vhr_scenes or $URBAN_FUNCTIONS_VHR_SCENES)")
+    ap.add_argument("--epochs", type=int, default=d["epochs"])
+    ap.add_argument("--cross-epochs", type=int, default=d["cross_epochs"],
+                    help="epochs of each cross-source run (0: skip them)")
+    ap.add_argument("--batch", type=int, default=d["batch"])
+    ap.add_argument("--lr", type=float, default=d["lr"])
+    ap.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    ap.add_argument("--width", type=int, default=d["width"])
+    ap.add_argument("--blocks", type=int, nargs=4, default=list(d["blocks"]))
+    ap.add_argument("--stem-stride", type=int, choices=(2, 4), default=d["stem_stride"])
+    ap.add_argument("--fp32", action="store_true",
+                    help="no bfloat16 mixed precision even where the hardware supports it")
+    ap.add_argument("--patch-px", type=int, default=d["patch_px"])
+    ap.add_argument("--stride-px", type=int, default=d["stride_px"])
+    ap.add_argument("--gsd", type=float, default=d["gsd_m"], help="metres per model pixel")
+    ap.add_argument("--seed", type=int, default=d["seed"])
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--resplit", action="store_true",
+                    help="draw a new split (seed --seed) instead of the committed one")
+    ap.add_argument("--workdir", default=os.path.join(CACHE_DIR, "run"))
+    args = ap.parse_args(argv)
+    if args.patch_px % 16 or args.stride_px < 1 or args.stride_px > args.patch_px:
+        ap.error("--patch-px must be a multiple of 16 and --stride-px in 1..patch-px")
+    return args
+
+
+def _config(args):
+    cfg = dict(DEFAULTS)
+    cfg.update(patch_px=args.patch_px, gsd_m=args.gsd, stride_px=args.stride_px,
+               width=args.width, blocks=tuple(args.blocks), stem_stride=args.stem_stride,
+               batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+               mixed_precision=not args.fp32)
+    cfg["source_px"] = 2 * args.patch_px  # sampled at 2x, averaged 2x2
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    t_start = time.perf_counter()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else args.device
+    torch.set_num_threads(args.threads)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cfg = _config(args)
+    class_names = [c["name"] for c in cardlib.build_card()["classes"]]
+    n_classes = len(class_names)
+    os.makedirs(args.workdir, exist_ok=True)
+
+    root = data_dir(args.data)
+    log(f"1/6 Scene images from {root}")
+    t = time.perf_counter()
+    rows = read_manifest(root)
+    if args.resplit and os.path.exists(SPLIT_CSV):
+        os.remove(SPLIT_CSV)
+    split = load_split(rows, root, seed=args.seed, val_fraction=cfg["val_fraction"], log=log)
+    labels = np.array([r["function_code"] - 1 for r in rows], np.int64)
+    datasets = np.array([r["dataset"] for r in rows])
+    is_val = np.array([split[r["path"]] == "val" for r in rows])
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    small = image_cache(rows, root, cfg["patch_px"], log=log)    # what the engine feeds
+    big = image_cache(rows, root, cfg["source_px"], log=log)     # what augmentation samples
+    px = np.asarray(small[tr], np.float64).reshape(-1, 3) / 255.0
+    mean, std = px.mean(axis=0), px.std(axis=0)
+    del px
+    log(f"    {len(rows)} images: {len(tr)} training, {len(va)} validation; "
+        f"mean {np.round(mean, 4).tolist()} std {np.round(std, 4).tolist()}")
+    src_all = torch.from_numpy(np.ascontiguousarray(np.asarray(big).transpose(0, 3, 1, 2)))
+    x_all = to_float(small, mean, std)
+    mean_t = torch.tensor(mean, dtype=torch.float32)
+    std_t = torch.tensor(std, dtype=torch.float32)
+    data_s = time.perf_counter() - t
+
+    log(f"2/6 Training on {device} ({args.threads} threads): {args.epochs} epochs of "
+        f"{len(tr)} images, batch {args.batch}")
+    net, train_s, history, counts, spe = train(
+        src_all[torch.from_numpy(tr)], labels[tr], n_classes, mean_t, std_t, cfg, device,
+        args.epochs, args.seed, val=(x_all[va], labels[va]))
+    ckpt = os.path.join(args.workdir, "checkpoint.pt")
+    torch.save({"config": net.config, "state_dict": net.state_dict(),
+                "io": {"input": cardlib.INPUT_NAME, "output": cardlib.OUTPUT_NAME,
+                       "patch_px": cfg["patch_px"]}}, ckpt)
+
+    log("3/6 Export to ONNX (separate process) and parity check")
+    bare = os.path.join(args.workdir, "model_nocard.onnx")
+    res = subprocess.run([sys.executable, "-m", "plugin.training.vhr_export", ckpt, bare],
+                         cwd=REPO_ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout + res.stderr)
+        raise SystemExit("ONNX export failed")
+    export_info = json.loads(res.stdout.strip().splitlines()[-1])
+    log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e} "
+        f"(batches {export_info['parity_batches']})")
+
+    log("4/6 Validation images through the exported model (onnxruntime)")
+    import onnxruntime as ort
+    sess = ort.InferenceSession(bare, providers=["CPUExecutionProvider"])
+    t = time.perf_counter()
+    probs = predict_probs_onnx(sess, x_all[va], cardlib.INPUT_NAME)
+    ort_s = time.perf_counter() - t
+    pred = probs.argmax(1)
+    val = full_scores(labels[va], pred, class_names)
+    by_ds = {}
+    for ds in DATASETS:
+        sel = datasets[va] == ds
+        by_ds[ds] = full_scores(labels[va][sel], pred[sel], class_names)
+        del by_ds[ds]["confusion_matrix"]
+    log(f"    OA {val['overall_accuracy']:.4f}  kappa {val['kappa']:.4f}  "
+        f"macro F1 {val['macro_f1']:.4f}  per class "
+        + " ".join(f"{k} {v:.3f}" for k, v in val["per_class_f1"].items()))
+    for ds, m in by_ds.items():
+        log(f"    {ds:<7} OA {m['overall_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}")
+
+    cross = {}
+    cross_s = 0.0
+    if args.cross_epochs > 0:
+        log(f"5/6 Cross-source runs ({args.cross_epochs} epochs each): train on two sources, "
+            "test on every image of the third")
+        t = time.perf_counter()
+        for hold in DATASETS:
+            sel = tr[datasets[tr] != hold]
+            test = np.flatnonzero(datasets == hold)
+            sel_mean = np.asarray(small[sel], np.float64).reshape(-1, 3).mean(0) / 255.0
+            sel_std = (np.asarray(small[sel], np.float64).reshape(-1, 3) / 255.0).std(0)
+            xnet, secs, _, _, _ = train(
+                src_all[torch.from_numpy(sel)], labels[sel], n_classes,
+                torch.tensor(sel_mean, dtype=torch.float32),
+                torch.tensor(sel_std, dtype=torch.float32), cfg, device, args.cross_epochs,
+                args.seed, tag=f"[{hold} held out] ")
+            xpred = predict_torch(xnet, to_float(small[test], sel_mean, sel_std), "cpu")
+            m = full_scores(labels[test], xpred, class_names)
+            m.update(trained_on=[d for d in DATASETS if d != hold], tested_on=hold,
+                     training_images=int(len(sel)), epochs=args.cross_epochs,
+                     time_s=round(secs, 1))
+            cross[f"test_{hold}"] = m
+            log(f"    tested on {hold}: OA {m['overall_accuracy']:.4f}  kappa {m['kappa']:.4f}  "
+                f"macro F1 {m['macro_f1']:.4f}")
+        cross_s = time.perf_counter() - t
+    else:
+        log("5/6 Cross-source runs skipped (--cross-epochs 0)")
+
+    log("6/6 Model card")
+    from .vhr_model import count_parameters
+    params = count_parameters(net)
+    arch = {
+        "description": (
+            "Image encoder of the image / temporal-signature fusion network for urban region "
+            "function classification: a ResNet (basic residual blocks, ResNet-18 layout "
+            f"{list(cfg['blocks'])}) whose 1000-way ImageNet layer is replaced by a "
+            f"{cfg['feature_dim']}-d feature layer (FC, batch norm, ReLU), then dropout and an "
+            f"FC layer to the {n_classes} function classes, softmax in the graph. Narrowed for "
+            f"{cfg['patch_px']} px patches: stage widths "
+            f"{[cfg['width'] * 2 ** i for i in range(4)]} (ResNet-18: 64..512) and a stem of "
+            "two 3x3 convolutions (the first with stride 2)"
+            + (" and a 3x3 stride-2 max pool" if cfg["stem_stride"] == 4 else "")
+            + " instead of the 7x7 convolution. Plain torch (plugin/training/vhr_model.py)."),
+        "parameters": params,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items()},
+        "input_px": cfg["patch_px"],
+        "onnx_opset": export_info["opset"],
+        "onnx_ir_version": export_info["ir_version"],
+    }
+    n_by = {ds: int((datasets == ds).sum()) for ds in DATASETS}
+    data = {
+        "sources": [dict(s, images=n_by[s["dataset"]]) for s in cardlib.SOURCES],
+        "images": len(rows),
+        "class_mapping": ("original scene classes mapped to the 8 functions as listed in the "
+                          "data folder's README.md and manifest.csv (UC Merced 'buildings' "
+                          "left out)"),
+        "class_counts": {n: int(c) for n, c in zip(class_names, np.bincount(labels, minlength=n_classes))},
+        "split": {"file": "plugin/training/vhr_split.csv",
+                  "method": (f"stratified by dataset and original class, {cfg['val_fraction']:.0%} "
+                             "validation per stratum, seeded; pixel-identical files kept in the "
+                             "same split"),
+                  "seed": args.seed, "training_images": int(len(tr)),
+                  "validation_images": int(len(va)),
+                  "validation_by_dataset": {ds: int((datasets[va] == ds).sum())
+                                            for ds in DATASETS}},
+        "preprocessing": (f"each image decoded once (PIL, RGB) and reduced with a box filter to "
+                          f"{cfg['patch_px']} px (validation, statistics) and "
+                          f"{cfg['source_px']} px (augmentation source): one training scene = "
+                          f"one model window of {cfg['patch_px']} px"),
+    }
+    training = {
+        "from_scratch": "random initialisation (Kaiming), no pretrained weights",
+        "epochs": args.epochs,
+        "steps": spe * args.epochs,
+        "batch": args.batch,
+        "optimizer": (f"SGD, Nesterov momentum 0.9, lr {args.lr:g} (linear warm-up, cosine to "
+                      f"0), weight decay {args.weight_decay:g} (not on biases / norms)"),
+        "loss": f"cross-entropy, label smoothing {cfg['label_smoothing']:g}",
+        "class_imbalance": (f"class-balanced sampling: each class drawn in proportion to "
+                            f"n_c^{1 - cfg['balance_power']:g} (square root of its image count)"),
+        "sampled_class_share": {n: round(float(v), 4) for n, v in zip(
+            class_names, counts ** (1 - cfg["balance_power"]) /
+            (counts ** (1 - cfg["balance_power"])).sum())},
+        "augmentation": (
+            "random flips and 90 degree rotations; random crop / pad (window side "
+            f"{cfg['scale_range'][0]:g}-{cfg['scale_range'][1]:g} x the image, log-uniform: "
+            "crops enlarge, larger windows shrink the scene and pad it by mirroring; random "
+            f"shift up to {cfg['shift']:g} of the side), i.e. scale jitter for the sources' "
+            "different ground resolutions; colour jitter (brightness and contrast 0.75-1.25, "
+            "saturation 0.7-1.3, per-channel gain 0.93-1.07); sampled at 2x and averaged 2x2"),
+        "batch_norm": "statistics re-estimated on un-jittered training images after training",
+        "precision": ("bfloat16 autocast (float32 weights, loss and batch-norm statistics)"
+                      if cfg["mixed_precision"] and autocast_dtype(device) else "float32"),
+        "seed": args.seed,
+        "device": device,
+        "hardware": (f"{hardware()}, {os.cpu_count()} cores" if device == "cpu"
+                     else torch.cuda.get_device_name(0)),
+        "torch_threads": args.threads,
+        "time_s": {"data": round(data_s, 1), "training": round(train_s, 1),
+                   "cross_source": round(cross_s, 1), "total": None},
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "command": ("make train-vhr  (python -m plugin.training.train_vhr "
+                    "--out models/vhr_scenes_resnet.onnx)"),
+        "history": history,
+    }
+    metrics = {
+        "description": (
+            f"Validation split ({len(va)} images never trained on: "
+            + ", ".join(f"{ds} {int((datasets[va] == ds).sum())}" for ds in DATASETS)
+            + f"), each reduced to {cfg['patch_px']} px (one window) and classified by the "
+            "exported ONNX model in onnxruntime. Macro F1 over the 8 classes."),
+        "validation": val,
+        "validation_by_dataset": by_ds,
+        "onnx_torch_parity_max_abs_diff": export_info["parity_max_abs_diff"],
+        "onnxruntime_patches_per_s_cpu": round(len(va) / max(ort_s, 1e-9), 1),
+        "onnxruntime_version": ort.__version__,
+    }
+    if cross:
+        metrics["cross_source"] = {
+            "description": (
+                f"Generalisation to an unseen source: three runs of {args.cross_epochs} epochs "
+                f"(the bundled model: {args.epochs}), each trained from scratch on the training "
+                "split of two sources and tested on every image of the third (torch, eval mode). "
+                "Classes a source lacks are left out of its macro F1; a class only the held-out "
+                "source has is never learnt (commercial exists only in AID)."),
+            "runs": cross}
+    training["time_s"]["total"] = round(time.perf_counter() - t_start, 1)
+    card = cardlib.build_card(mean=mean, std=std, patch_px=cfg["patch_px"],
+                              stride_px=cfg["stride_px"], gsd_m=cfg["gsd_m"], training=training,
+                              metrics=metrics, architecture=arch, data=data)
+    from .export import set_card
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    set_card(bare, card, out)
+    md = os.path.splitext(out)[0] + ".md"
+    with open(md, "w", encoding="utf-8") as f:
+        f.write(cardlib.card_markdown(card))
+    log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
+        f"{time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
