@@ -57,6 +57,23 @@ def processing_app(qgis_app):
     return qgis_app
 
 
+@pytest.fixture(scope="module")
+def provider(processing_app):
+    """Our provider registered in the Processing registry for this module."""
+    from qgis.core import QgsApplication
+
+    from plugin.processing_provider.provider import UrbanFunctionsProvider
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("urbanfunctions")
+    if existing is not None:
+        registry.removeProvider(existing)
+    prov = UrbanFunctionsProvider()
+    assert registry.addProvider(prov)
+    yield prov
+    registry.removeProvider(prov)
+
+
 @pytest.fixture
 def iface(qgis_app):
     stub = StubIface()

@@ -49,21 +49,6 @@ def _h5py_available():
 needs_h5py = pytest.mark.skipif(not _h5py_available(), reason="h5py is not installed")
 
 
-@pytest.fixture(scope="module")
-def provider(processing_app):
-    from qgis.core import QgsApplication
-
-    from plugin.processing_provider.provider import UrbanFunctionsProvider
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("urbanfunctions")
-    if existing is not None:
-        registry.removeProvider(existing)
-    prov = UrbanFunctionsProvider()
-    assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
-
-
 @pytest.fixture
 def user_models(qgis_app):
     """The session profile's user models folder, emptied after the test (other tests pick

@@ -17,23 +17,6 @@ ALG = "urbanfunctions:classify"
 
 
 @pytest.fixture(scope="module")
-def provider(processing_app):
-    """Our provider registered in the Processing registry for this module."""
-    from qgis.core import QgsApplication
-
-    from plugin.processing_provider.provider import UrbanFunctionsProvider
-
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("urbanfunctions")
-    if existing is not None:
-        registry.removeProvider(existing)
-    prov = UrbanFunctionsProvider()
-    assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
-
-
-@pytest.fixture(scope="module")
 def card(model_path):
     from plugin.core.model_card import read_card
     return read_card(model_path)
