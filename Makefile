@@ -14,7 +14,7 @@ help:
 	@echo "make test          run the test suite (what CI runs)"
 	@echo "make bench         speed and memory benchmarks"
 	@echo "make train-sample  retrain the bundled sample-city model"
-	@echo "make train-vhr     train the VHR scene model from ../shared/data/vhr_scenes (work in progress, not bundled yet)"
+	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 

@@ -121,6 +121,17 @@ def resolve_tiling(card, grid, tile_size, overlap, log):
     return tile, ov
 
 
+def _fresh_cells(rows, cols, ri, ci, th, tw):
+    """[th, tw] bool: the cells of tile (ri, ci) that no earlier tile (above or to the left)
+    covers."""
+    fresh = np.ones((th, tw), bool)
+    if ci > 0:
+        fresh[:, :max(0, cols[ci - 1] + tw - cols[ci])] = False
+    if ri > 0:
+        fresh[:max(0, rows[ri - 1] + th - rows[ri]), :] = False
+    return fresh
+
+
 def _check_session(session, card):
     expected = card.onnx_inputs
     if set(session.input_names) != expected:
@@ -188,7 +199,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             done = 0
             for ri, row in enumerate(rows):
                 batch = []
-                for col in cols:
+                for ci, col in enumerate(cols):
                     if is_cancelled():
                         raise Cancelled("Cancelled by the user; no output was written.")
                     t = time.perf_counter()
@@ -198,10 +209,15 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                         acc.add(np.zeros((len(card.classes), th, tw), np.float32),
                                 weights, col, row, valid)
                     elif patch_task:
+                        # the last tile of a row/column is shifted back to end flush with the
+                        # grid; its cells that an earlier tile already classified (same window,
+                        # same result) are not classified again
+                        fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
                         t = time.perf_counter()
-                        probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size)
+                        probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size,
+                                             only=fresh)
                         timings["infer_s"] += time.perf_counter() - t
-                        acc.add(probs, weights, col, row, valid)
+                        acc.add(probs, weights * fresh, col, row, valid)
                     else:
                         batch.append((col, data, valid))
                     if len(batch) == request.batch_size or (col == cols[-1] and batch):
@@ -218,6 +234,8 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 timings["write_s"] += time.perf_counter() - t
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
+            if patch_task:
+                timings["patches"] = reader.patches_classified
             progress(1.0, "Writing overviews")
             t = time.perf_counter()
             areas = [ClassArea(c.code, c.name, c.label, c.color, int(n),

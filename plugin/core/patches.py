@@ -124,6 +124,7 @@ class PatchReader(InputSet):
 
     def __init__(self, card, inputs, grid, aoi=None):
         self.patch = card.patch
+        self.patches_classified = 0   # over all inputs and tiles (reported in the timings)
         super().__init__(card, inputs, grid, aoi)
 
     def read(self, col, row, ncols, nrows):
@@ -148,17 +149,19 @@ class PatchReader(InputSet):
             any_valid |= cells
         return windows, any_valid
 
-    def infer(self, session, windows, nrows, ncols, chunk=256):
+    def infer(self, session, windows, nrows, ncols, chunk=256, only=None):
         """Class probabilities [C, nrows, ncols]: each input's patches classified, then averaged
-        over the inputs that have data in the cell."""
+        over the inputs that have data in the cell. ``only`` ([nrows, ncols] bool): classify
+        just these cells (the others stay 0)."""
         p = self.patch
         s = p.stride_px
         total = np.zeros((len(self.card.classes), nrows, ncols), np.float32)
         count = np.zeros((nrows, ncols), np.float32)
         for x, cells in windows.values():
-            idx = np.flatnonzero(cells)
+            idx = np.flatnonzero(cells if only is None else cells & only)
             if idx.size == 0:
                 continue
+            self.patches_classified += int(idx.size)
             view = np.lib.stride_tricks.sliding_window_view(x, (p.patch_px, p.patch_px),
                                                            axis=(1, 2))[:, ::s, ::s]
             rr, cc = np.unravel_index(idx, cells.shape)

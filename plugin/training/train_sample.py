@@ -482,13 +482,9 @@ def main(argv=None):
     training["time_s"]["total"] = round(time.perf_counter() - t_start, 1)
     card = cardlib.build_card(stats=stats, context_cells=rf, training=training, metrics=metrics,
                               architecture=architecture)
-    from .export import set_card
+    from .onnx_io import publish_model
     out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    set_card(bare, card, out)
-    md = os.path.splitext(out)[0] + ".md"
-    with open(md, "w", encoding="utf-8") as f:
-        f.write(cardlib.card_markdown(card))
+    md = publish_model(bare, card, out, cardlib.card_markdown)
     log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
         f"{time.perf_counter() - t_start:.0f} s")
     return 0

@@ -6,10 +6,12 @@
    8 function classes), the committed stratified split (``plugin/training/vhr_split.csv``) and
    decode every image once into ``build/vhr_scenes`` (PIL box filter = area average),
 2. train :class:`~.vhr_model.SceneResNet` from scratch (no pretrained weights) with flips, 90
-   degree rotations, random crop/pad, scale and colour jitter, square-root class-balanced
-   sampling and label smoothing; SGD with warm-up and cosine decay; CPU (2 threads) or CUDA,
+   degree rotations, random crop/pad, scale, neighbour-context and colour jitter, square-root
+   class-balanced sampling and label smoothing; SGD with warm-up and cosine decay; CPU (2
+   threads, bfloat16 autocast where the CPU supports it natively) or CUDA,
 3. export to ONNX in a separate process and check onnxruntime against torch at other batch sizes,
-4. score the ONNX model on the validation split (never trained on),
+4. score the ONNX model on the validation split (never trained on), alone and in sliding-window
+   conditions (each image among 8 random neighbours, the window shifted),
 5. cross-source generalisation: three shorter runs, each trained on two sources and tested on
    every image of the third,
 6. store the card (provenance, licences, split, metrics) in the ONNX metadata and write the
@@ -37,10 +39,11 @@ from .vhr_data import (CACHE_DIR, DATASETS, SPLIT_CSV, data_dir, image_cache, lo
                        read_manifest)
 
 DEFAULTS = dict(patch_px=96, gsd_m=1.25, stride_px=24, width=32, blocks=(2, 2, 2, 2),
-                stem_stride=4, feature_dim=256, dropout=0.2, epochs=60, batch=64, lr=0.1,
+                stem_stride=4, feature_dim=256, dropout=0.2, epochs=80, batch=64, lr=0.1,
                 weight_decay=5e-4, label_smoothing=0.1, balance_power=0.5,
-                scale_range=(0.7, 1.35), shift=0.1, seed=0, val_fraction=0.2, cross_epochs=12,
-                mixed_precision=True)
+                scale_range=(0.7, 1.35), shift=0.2, context=0.25, seed=0, val_fraction=0.2,
+                cross_epochs=10, mixed_precision=True, context_shift=0.25,
+                tta_views=("identity", "flip_x", "flip_y", "transpose"))
 
 
 def log(msg):
@@ -51,14 +54,21 @@ def log(msg):
 _DIHEDRAL = [((1, 0), (0, 1)), ((0, -1), (1, 0)), ((-1, 0), (0, -1)), ((0, 1), (-1, 0))]
 
 
-def augment(src_u8, gen, out_px, scale_range, shift, colour=True):
+def augment(src_u8, gen, out_px, scale_range, shift, colour=True, context=0.0):
     """Augmented float batch [B, 3, out_px, out_px] in 0..1 from uint8 [B, 3, S, S].
 
     Per sample: one of the 8 flips / 90 degree rotations; the window covers ``f`` times the
     image side (log-uniform in ``scale_range``: f < 1 crops and enlarges, f > 1 shrinks and
-    pads by mirroring) shifted at random (crop/pad), sampled at twice the output size and
-    averaged 2x2 (an area-average-like reduction, as the engine's ``average`` resampling);
-    then brightness, contrast, saturation and per-channel gain jitter.
+    pads by mirroring) shifted at random by up to ``shift`` (in [-1, 1] image coordinates, so
+    0.3 = 15 % of the side; crop / mirror pad), sampled at twice the output size and averaged
+    2x2 (an area-average-like reduction, as the engine's ``average`` resampling).
+
+    Context (probability ``context``): a band along one side of the window (10-35 % of it),
+    sometimes also along an adjacent side (10-25 %), is taken from another sample of the batch
+    while the label stays that of the scene in the centre. In a map every window around a cell
+    reaches into its neighbours; the cell's class is what lies in the middle.
+
+    Finally brightness, contrast, saturation and per-channel gain jitter.
     """
     import torch
     import torch.nn.functional as F
@@ -78,6 +88,8 @@ def augment(src_u8, gen, out_px, scale_range, shift, colour=True):
     grid = F.affine_grid(theta, (b, 3, 2 * out_px, 2 * out_px), align_corners=False)
     y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     y = F.avg_pool2d(y, 2)
+    if context > 0:
+        y = _context_bands(y, gen, context)
     if colour:
         c = torch.rand(b, 6, generator=gen).to(dev)
         bright = 0.75 + 0.5 * c[:, 0]
@@ -91,6 +103,29 @@ def augment(src_u8, gen, out_px, scale_range, shift, colour=True):
         y = y * (bright[:, None] * gain)[:, :, None, None]
         y = y.clamp_(0.0, 1.0)
     return y
+
+
+def _context_bands(y, gen, p):
+    import torch
+    b, _, n, _ = y.shape
+    dev = y.device
+    v = torch.rand(b, 5, generator=gen).to(dev)
+    sel = (v[:, 0] < p).float()
+    side1 = (v[:, 1] * 4).long().clamp(max=3)
+    w1 = (0.10 + 0.25 * v[:, 2]) * n * sel
+    w2 = (0.10 + 0.15 * v[:, 4]) * n * sel * (v[:, 3] < 0.3).float()
+    side2 = (side1 + 1) % 4
+    pos = torch.arange(n, device=dev, dtype=torch.float32) + 0.5
+    col, row = pos[None, None, :], pos[None, :, None]
+
+    def band(side, w):
+        w = w[:, None, None]
+        masks = torch.stack([(col < w).expand(b, n, n), (row < w).expand(b, n, n),
+                             (col > n - w).expand(b, n, n), (row > n - w).expand(b, n, n)], 1)
+        return masks[torch.arange(b, device=dev), side]
+
+    mask = (band(side1, w1) | band(side2, w2))[:, None]
+    return torch.where(mask, torch.roll(y, 1, dims=0), y)
 
 
 def normalise(x, mean, std):
@@ -164,7 +199,7 @@ def train(src, labels, n_classes, mean, std, cfg, device, epochs, seed, tag="", 
         for i in range(steps_per_epoch):
             idx = order[i * cfg["batch"]:(i + 1) * cfg["batch"]]
             x = augment(src[idx].to(device), gen, cfg["patch_px"], cfg["scale_range"],
-                        cfg["shift"])
+                        cfg["shift"], context=cfg["context"])
             x = normalise(x, mean_d, std_d).contiguous(memory_format=torch.channels_last)
             y = lab_t[idx].to(device)
             for g in opt.param_groups:
@@ -234,6 +269,27 @@ def predict_probs_onnx(sess, x, input_name, batch=256):
     return np.concatenate(out)
 
 
+def context_windows(images_u8, rng, shift_frac):
+    """Sliding-window conditions for validation: every image [N, P, P, 3] in the middle of a
+    3 x 3 patchwork with 8 other images of the same set (random), and the P x P window shifted
+    from the middle by up to ``shift_frac`` of P in x and y (uint8 [N, P, P, 3])."""
+    images_u8 = np.asarray(images_u8)
+    n, p = images_u8.shape[:2]
+    d = int(round(shift_frac * p))
+    out = np.empty_like(images_u8)
+    canvas = np.empty((3 * p, 3 * p, 3), np.uint8)
+    for i in range(n):
+        others = rng.choice(n - 1, 8, replace=False)
+        others[others >= i] += 1
+        tiles = list(others[:4]) + [i] + list(others[4:])
+        for k, j in enumerate(tiles):
+            r, c = divmod(k, 3)
+            canvas[r * p:(r + 1) * p, c * p:(c + 1) * p] = images_u8[j]
+        dy, dx = rng.integers(-d, d + 1, 2)
+        out[i] = canvas[p + dy:2 * p + dy, p + dx:2 * p + dx]
+    return out
+
+
 def full_scores(truth, pred, class_names):
     """:func:`scores` plus the confusion matrix, per-class precision/recall and the count."""
     n = len(class_names)
@@ -276,6 +332,8 @@ def parse_args(argv):
     ap.add_argument("--width", type=int, default=d["width"])
     ap.add_argument("--blocks", type=int, nargs=4, default=list(d["blocks"]))
     ap.add_argument("--stem-stride", type=int, choices=(2, 4), default=d["stem_stride"])
+    ap.add_argument("--no-tta", action="store_true",
+                    help="export without test-time views (4x faster inference, lower accuracy)")
     ap.add_argument("--fp32", action="store_true",
                     help="no bfloat16 mixed precision even where the hardware supports it")
     ap.add_argument("--patch-px", type=int, default=d["patch_px"])
@@ -299,6 +357,8 @@ def _config(args):
                width=args.width, blocks=tuple(args.blocks), stem_stride=args.stem_stride,
                batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                mixed_precision=not args.fp32)
+    if args.no_tta:
+        cfg["tta_views"] = ("identity",)
     cfg["source_px"] = 2 * args.patch_px  # sampled at 2x, averaged 2x2
     return cfg
 
@@ -349,7 +409,7 @@ def main(argv=None):
     ckpt = os.path.join(args.workdir, "checkpoint.pt")
     torch.save({"config": net.config, "state_dict": net.state_dict(),
                 "io": {"input": cardlib.INPUT_NAME, "output": cardlib.OUTPUT_NAME,
-                       "patch_px": cfg["patch_px"]}}, ckpt)
+                       "patch_px": cfg["patch_px"], "views": list(cfg["tta_views"])}}, ckpt)
 
     log("3/6 Export to ONNX (separate process) and parity check")
     bare = os.path.join(args.workdir, "model_nocard.onnx")
@@ -380,6 +440,13 @@ def main(argv=None):
         + " ".join(f"{k} {v:.3f}" for k, v in val["per_class_f1"].items()))
     for ds, m in by_ds.items():
         log(f"    {ds:<7} OA {m['overall_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}")
+    ctx_images = context_windows(small[va], np.random.default_rng(args.seed), cfg["context_shift"])
+    ctx_pred = predict_probs_onnx(sess, to_float(ctx_images, mean, std),
+                                  cardlib.INPUT_NAME).argmax(1)
+    in_context = full_scores(labels[va], ctx_pred, class_names)
+    log(f"    in context (8 random neighbours, window shifted up to "
+        f"{cfg['context_shift']:.0%}): OA {in_context['overall_accuracy']:.4f}  macro F1 "
+        f"{in_context['macro_f1']:.4f}")
 
     cross = {}
     cross_s = 0.0
@@ -423,7 +490,11 @@ def main(argv=None):
             f"{[cfg['width'] * 2 ** i for i in range(4)]} (ResNet-18: 64..512) and a stem of "
             "two 3x3 convolutions (the first with stride 2)"
             + (" and a 3x3 stride-2 max pool" if cfg["stem_stride"] == 4 else "")
-            + " instead of the 7x7 convolution. Plain torch (plugin/training/vhr_model.py)."),
+            + " instead of the 7x7 convolution. Plain torch (plugin/training/vhr_model.py)."
+            + (f" Test-time augmentation in the graph: probabilities averaged over "
+               f"{len(cfg['tta_views'])} views of each patch ({', '.join(cfg['tta_views'])})."
+               if len(cfg["tta_views"]) > 1 else "")),
+        "test_time_views": list(cfg["tta_views"]),
         "parameters": params,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items()},
         "input_px": cfg["patch_px"],
@@ -468,9 +539,12 @@ def main(argv=None):
             "random flips and 90 degree rotations; random crop / pad (window side "
             f"{cfg['scale_range'][0]:g}-{cfg['scale_range'][1]:g} x the image, log-uniform: "
             "crops enlarge, larger windows shrink the scene and pad it by mirroring; random "
-            f"shift up to {cfg['shift']:g} of the side), i.e. scale jitter for the sources' "
-            "different ground resolutions; colour jitter (brightness and contrast 0.75-1.25, "
-            "saturation 0.7-1.3, per-channel gain 0.93-1.07); sampled at 2x and averaged 2x2"),
+            f"shift up to {cfg['shift'] / 2:.0%} of the side), i.e. scale jitter for the sources' "
+            "different ground resolutions; neighbour context (probability "
+            f"{cfg['context']:g}: a band of 10-35 % along one side of the window, sometimes "
+            "also 10-25 % along an adjacent one, comes from another scene, the label stays the "
+            "centre's); colour jitter (brightness and contrast 0.75-1.25, saturation 0.7-1.3, "
+            "per-channel gain 0.93-1.07); sampled at 2x and averaged 2x2"),
         "batch_norm": "statistics re-estimated on un-jittered training images after training",
         "precision": ("bfloat16 autocast (float32 weights, loss and batch-norm statistics)"
                       if cfg["mixed_precision"] and autocast_dtype(device) else "float32"),
@@ -495,6 +569,12 @@ def main(argv=None):
             "exported ONNX model in onnxruntime. Macro F1 over the 8 classes."),
         "validation": val,
         "validation_by_dataset": by_ds,
+        "validation_in_context": dict(in_context, description=(
+            "Sliding-window conditions: each validation image in the middle of a 3 x 3 "
+            "patchwork of 8 random other validation images, the window shifted from the "
+            f"middle by up to {cfg['context_shift']:.0%} of its side in x and y (seeded); the "
+            "label is the middle image's. A map's window around a cell reaches into its "
+            "neighbours like this.")),
         "onnx_torch_parity_max_abs_diff": export_info["parity_max_abs_diff"],
         "onnxruntime_patches_per_s_cpu": round(len(va) / max(ort_s, 1e-9), 1),
         "onnxruntime_version": ort.__version__,
@@ -512,13 +592,9 @@ def main(argv=None):
     card = cardlib.build_card(mean=mean, std=std, patch_px=cfg["patch_px"],
                               stride_px=cfg["stride_px"], gsd_m=cfg["gsd_m"], training=training,
                               metrics=metrics, architecture=arch, data=data)
-    from .export import set_card
+    from .onnx_io import publish_model
     out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    set_card(bare, card, out)
-    md = os.path.splitext(out)[0] + ".md"
-    with open(md, "w", encoding="utf-8") as f:
-        f.write(cardlib.card_markdown(card))
+    md = publish_model(bare, card, out, cardlib.card_markdown)
     log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
         f"{time.perf_counter() - t_start:.0f} s")
     return 0

@@ -2,11 +2,11 @@
 
     python -m plugin.training.vhr_export CHECKPOINT.pt OUT.onnx
 
-The graph maps patches ``[N, 3, P, P]`` (normalised) to probabilities ``[N, 8]``; the batch is
+The graph maps patches ``[N, 3, P, P]`` (normalised) to probabilities ``[N, 8]`` averaged over
+the checkpoint's test-time views (``io.views``, see :class:`.vhr_model.ProbabilityNet`); the batch is
 dynamic, the patch size fixed (the card's ``patch_px``). Parity with torch is checked in
 onnxruntime at batch sizes other than the exported one. As in :mod:`.export`, the exporter's
-optimiser is left off, so every weight stays an initializer named ``net.<state_dict key>`` and
-the torch network can be rebuilt from the ONNX file alone (:func:`torch_net_from_onnx`).
+optimiser is left off (see :mod:`.onnx_io`).
 """
 import argparse
 import json
@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from .export import OPSET, _lower_ir_version
+from . import onnx_io
+from .onnx_io import OPSET
 
 EXPORT_BATCH = 2
 CHECK_BATCHES = (1, 5, 37)
@@ -23,40 +24,23 @@ PARITY_TOL = 1e-4
 
 
 def load_checkpoint(path):
-    import torch
     from .vhr_model import SceneResNet
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    net = SceneResNet(**ckpt["config"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval(), ckpt
+    return onnx_io.load_checkpoint(path, SceneResNet)
 
 
 def torch_net_from_onnx(onnx_path, config):
     """The torch network whose weights are the ONNX file's initializers (``net.*``)."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
     from .vhr_model import SceneResNet
-    net = SceneResNet(**config)
-    model = onnx.load(onnx_path)
-    weights = {i.name[len("net."):]: numpy_helper.to_array(i) for i in model.graph.initializer
-               if i.name.startswith("net.")}
-    state = net.state_dict()
-    missing = [k for k in state if k not in weights and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{onnx_path} lacks weights {missing[:5]}...")
-    net.load_state_dict({k: (torch.from_numpy(weights[k].copy()) if k in weights else v)
-                         for k, v in state.items()})
-    return net.eval()
+    return onnx_io.torch_net_from_onnx(onnx_path, SceneResNet, config)
 
 
-def export(net, out_path, patch_px, input_name, output_name):
+def export(net, out_path, patch_px, input_name, output_name, views=("identity",)):
     import warnings
 
     import torch
     from torch.export import Dim
     from .vhr_model import ProbabilityNet
-    model = ProbabilityNet(net).eval()
+    model = ProbabilityNet(net, views).eval()
     x = torch.randn(EXPORT_BATCH, net.config["in_bands"], patch_px, patch_px,
                     generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
@@ -66,7 +50,7 @@ def export(net, out_path, patch_px, input_name, output_name):
                           dynamic_shapes={"x": {0: Dim("batch", min=1, max=65536)}},
                           dynamo=True, external_data=False, opset_version=OPSET, optimize=False,
                           verbose=False)
-    _lower_ir_version(out_path)
+    onnx_io.lower_ir_version(out_path)
     return model
 
 
@@ -96,17 +80,14 @@ def main(argv=None):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     net, ckpt = load_checkpoint(args.checkpoint)
     io = ckpt["io"]
-    model = export(net, args.out, io["patch_px"], io["input"], io["output"])
+    views = tuple(io.get("views", ("identity",)))
+    model = export(net, args.out, io["patch_px"], io["input"], io["output"], views)
     diff = check_parity(model, args.out, io["patch_px"], io["input"])
     if diff > PARITY_TOL:
         raise SystemExit(f"ONNX parity check failed: max |ort - torch| = {diff:.3g}")
-    import onnx
-    proto = onnx.load(args.out)
-    print(json.dumps({"onnx": args.out, "parity_max_abs_diff": diff,
-                      "parity_batches": list(CHECK_BATCHES),
-                      "bytes": os.path.getsize(args.out), "ir_version": proto.ir_version,
-                      "opset": max(o.version for o in proto.opset_import
-                                   if o.domain in ("", "ai.onnx"))}))
+    print(json.dumps(onnx_io.export_summary(args.out, parity_max_abs_diff=diff,
+                                            parity_batches=list(CHECK_BATCHES),
+                                            views=list(views))))
     return 0
 
 
