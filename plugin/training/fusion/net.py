@@ -1,0 +1,294 @@
+"""UrbanFusionNet: per-cell urban-function segmentation from any subset of seven inputs.
+
+Inputs (H x W = output cells of 10 m; H and W multiples of 4, fully dynamic)::
+
+    vhr        [N, 3, 5H, 5W]    2 m RGB, normalised
+    ntl        [N, 1, H/4, W/4]  40 m night-time light
+    s2_spring  [N, 10, H, W]     10 m Sentinel-2 (same for s2_summer, s2_autumn, s2_winter)
+    temporal   [N, T, H/4, W/4]  temporal signature at 40 m: T time steps as bands (config)
+    valid      [N, 7, H, W]      1 where that modality (MODALITY_ORDER) has data in the cell
+
+A missing modality is fed as zeros with mask 0.
+
+Architecture (D = ``width``)::
+
+    VHR  2 m: 3x3 texture conv -> stride-5 patchify conv (10 m, the decoder's low-level
+              features) -> residual blocks (10 m)                            -> proj -> D
+    NTL 40 m: convs -> bilinear x4 (10 m)                                     -> proj -> D
+    CSAGFNet: spatial attention on both; offsets (2 ch, cells) from their concatenation;
+              NTL warped onto VHR with grid_sample (skipped with align=False)
+    specific / invariant extractors (invariant weights shared by VHR and NTL) -> merged, D each
+    S2: one stream for the four seasons + season embedding; per-season class heads
+        (s2_fusion="decision": S2 probabilities = masked mean of season softmaxes);
+        S2 feature = the season-averaged probabilities embedded to D (s2_fusion="feature",
+        ablation: masked mean of season features)
+    temporal: per-cell 1-d SPP-Net (or BiLSTM) over T at 40 m -> 1x1 -> bilinear x4 -> D
+    gated fusion of (VHR, aligned NTL, S2, temporal): sigmoid gate per modality per cell,
+        times the modality's mask, normalised over the present modalities (fusion="concat":
+        concat -> 1x1 conv, ablation)
+    DeepLabV3+-style head: ASPP (1x1 + dilated 3x3, no image pooling) -> decoder with the VHR
+        low-level features -> 1x1 -> class logits; built-up fraction head (sigmoid)
+
+Outputs of ``forward``: class logits [N, 8, H, W], built-up fraction [N, 1, H, W] and gate
+weights [N, 4, H, W] (GATE_ORDER); ``forward(..., return_aux=True)`` adds a dict of the
+intermediate tensors the losses use (see :meth:`UrbanFusionNet.forward`).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model import NTL_FACTOR, S2_SEASONS, VHR_FACTOR
+from .modules import (ASPP, BasicBlock, ConvBNReLU, OffsetAligner, SpecificInvariantExtractor)
+from .temporal import make_temporal_encoder
+
+MODALITY_ORDER = ("vhr", "ntl") + S2_SEASONS + ("temporal",)
+INPUT_NAMES = MODALITY_ORDER + ("valid",)
+GATE_ORDER = ("vhr", "ntl", "s2", "temporal")
+S2_CHANNELS = (2, 3, 4, 5)   # the seasons' channels in ``valid``
+EPS = 1e-6
+
+
+def _up(x, factor):
+    return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+
+
+def _masked_mean(items, masks):
+    """sum_i m_i * x_i / max(sum_i m_i, EPS); 0 where no mask is set."""
+    num = items[0] * masks[0]
+    den = masks[0]
+    for x, m in zip(items[1:], masks[1:]):
+        num = num + x * m
+        den = den + m
+    return num / torch.clamp(den, min=EPS)
+
+
+class UrbanFusionNet(nn.Module):
+    """See the module docstring. All constructor arguments are stored in ``self.config`` (the
+    checkpoint format is ``{"config": net.config, "state_dict": net.state_dict()}``)."""
+
+    def __init__(self, n_classes=8, vhr_bands=3, ntl_bands=1, s2_bands=10, temporal_steps=12,
+                 width=64, vhr_texture=16, vhr_low=32, vhr_blocks=2, ntl_hidden=32,
+                 s2_hidden=32, temporal_encoder="spp", temporal_channels=(16, 32, 32, 32, 32),
+                 temporal_kernels=(24, 24, 7, 7, 3), temporal_strides=(1, 24, 1, 7, 1),
+                 lstm_hidden=16, align=True, max_offset=8.0, fusion="gated",
+                 s2_fusion="decision", aspp_rates=(1, 2, 3), aspp_branch=32, low_proj=16,
+                 builtup_hidden=32):
+        super().__init__()
+        if fusion not in ("gated", "concat"):
+            raise ValueError(f"fusion must be 'gated' or 'concat', not {fusion!r}")
+        if s2_fusion not in ("decision", "feature"):
+            raise ValueError(f"s2_fusion must be 'decision' or 'feature', not {s2_fusion!r}")
+        self.config = dict(
+            n_classes=n_classes, vhr_bands=vhr_bands, ntl_bands=ntl_bands, s2_bands=s2_bands,
+            temporal_steps=temporal_steps, width=width, vhr_texture=vhr_texture,
+            vhr_low=vhr_low, vhr_blocks=vhr_blocks, ntl_hidden=ntl_hidden, s2_hidden=s2_hidden,
+            temporal_encoder=temporal_encoder, temporal_channels=tuple(temporal_channels),
+            temporal_kernels=tuple(temporal_kernels), temporal_strides=tuple(temporal_strides),
+            lstm_hidden=lstm_hidden, align=bool(align), max_offset=float(max_offset),
+            fusion=fusion, s2_fusion=s2_fusion, aspp_rates=tuple(aspp_rates),
+            aspp_branch=aspp_branch, low_proj=low_proj, builtup_hidden=builtup_hidden)
+        d = width
+        self.n_classes = n_classes
+        self.fusion = fusion
+        self.s2_fusion = s2_fusion
+
+        # --- VHR encoder (2 m -> 10 m). A pretrained encoder plugs in here: anything mapping
+        # [N, 3, 5H, 5W] to low-level [N, vhr_low, H, W] and deep [N, width, H, W] features on
+        # the 10 m grid (e.g. the stem and first stages of a scene-classification ResNet such as
+        # ..vhr_model.SceneResNet, with its strides replaced by a stride-5 patchify step), loaded
+        # into vhr_texture / vhr_patch / vhr_blocks before training.
+        self.vhr_texture = ConvBNReLU(vhr_bands, vhr_texture, 3)
+        # the stride-5 patchify conv sees the raw colours and the texture responses of its 5x5
+        # pixels (as in ..model.SampleCityFusionNet)
+        self.vhr_patch = ConvBNReLU(vhr_bands + vhr_texture, vhr_low, VHR_FACTOR,
+                                    stride=VHR_FACTOR)
+        blocks, cin = [], vhr_low
+        for i in range(vhr_blocks):
+            blocks.append(BasicBlock(cin, d, dilation=1 + i))   # dilation grows the context
+            cin = d
+        self.vhr_blocks = nn.Sequential(*blocks)
+
+        # --- NTL stream (40 m convs, then x4 to 10 m)
+        self.ntl_convs = nn.Sequential(ConvBNReLU(ntl_bands, ntl_hidden, 3),
+                                       ConvBNReLU(ntl_hidden, ntl_hidden, 3))
+
+        # --- specific / invariant extractors with per-modality input projections
+        self.extract = SpecificInvariantExtractor({"vhr": d, "ntl": ntl_hidden}, d)
+        # --- cross-modal alignment of NTL onto VHR (CSAGFNet)
+        self.align = OffsetAligner(d, hidden=32, max_offset=max_offset, align=align)
+
+        # --- Sentinel-2: one stream for the four seasons, told apart by a season embedding
+        self.s2_conv = nn.Conv2d(s2_bands, s2_hidden, 3, padding=1, bias=False)
+        self.s2_bn = nn.BatchNorm2d(s2_hidden)
+        self.season_embedding = nn.Parameter(torch.zeros(len(S2_SEASONS), s2_hidden))
+        self.s2_proj = ConvBNReLU(s2_hidden, d, 3)
+        if s2_fusion == "decision":
+            self.season_heads = nn.ModuleList([nn.Conv2d(d, n_classes, 1) for _ in S2_SEASONS])
+            # decision-level fusion: what the S2 branch hands to the gated fusion is its
+            # season-averaged class probabilities (embedded to D), not a feature average
+            self.s2_from_probs = ConvBNReLU(n_classes, d, 1)
+
+        # --- temporal signature (40 m, per cell) -> 10 m
+        if temporal_encoder == "spp":
+            enc_kwargs = dict(channels=temporal_channels, kernels=temporal_kernels,
+                              strides=temporal_strides)
+        else:
+            enc_kwargs = dict(hidden=lstm_hidden)
+        self.temporal_encoder = make_temporal_encoder(temporal_encoder, temporal_steps,
+                                                      **enc_kwargs)
+        self.temporal_proj = ConvBNReLU(self.temporal_encoder.out_dim, d, 1)
+
+        # --- fusion: input = the four masked features plus the four group masks
+        n_groups = len(GATE_ORDER)
+        if fusion == "gated":
+            self.gate = nn.Conv2d(n_groups * d + n_groups, n_groups, 1)
+        else:
+            self.concat_fuse = ConvBNReLU(n_groups * d + n_groups, d, 1)
+
+        # --- DeepLabV3+-style head
+        self.aspp = ASPP(d, aspp_branch, d, aspp_rates)
+        self.low_proj = ConvBNReLU(vhr_low, low_proj, 1)
+        self.decoder = nn.Sequential(ConvBNReLU(d + low_proj + 1, d, 3), ConvBNReLU(d, d, 3))
+        self.classifier = nn.Conv2d(d, n_classes, 1)
+        self.builtup_head = nn.Sequential(ConvBNReLU(d, builtup_hidden, 3),
+                                          nn.Conv2d(builtup_hidden, 1, 1))
+
+    # ------------------------------------------------------------------ streams
+    def vhr_stream(self, vhr):
+        """[N, 3, 5H, 5W] -> (low-level [N, vhr_low, H, W], deep [N, width, H, W])."""
+        low = self.vhr_patch(torch.cat([vhr, self.vhr_texture(vhr)], dim=1))
+        return low, self.vhr_blocks(low)
+
+    def ntl_stream(self, ntl):
+        """[N, 1, H/4, W/4] -> [N, ntl_hidden, H, W]."""
+        return _up(self.ntl_convs(ntl), NTL_FACTOR)
+
+    def s2_stream(self, seasons, masks):
+        """Four [N, 10, H, W] + four masks [N, 1, H, W] -> (S2 feature [N, D, H, W],
+        per-season logits list of [N, 8, H, W] or None, S2 probabilities [N, 8, H, W] or None).
+        """
+        feats, logits = [], []
+        for i, s2 in enumerate(seasons):
+            h = self.s2_bn(self.s2_conv(s2)) + self.season_embedding[i].view(1, -1, 1, 1)
+            f = self.s2_proj(F.relu(h))
+            feats.append(f)
+            if self.s2_fusion == "decision":
+                logits.append(self.season_heads[i](f))
+        if self.s2_fusion != "decision":
+            return _masked_mean(feats, masks), None, None
+        # decision-level fusion: average the present seasons' class probabilities
+        probs = _masked_mean([torch.softmax(z, dim=1) for z in logits], masks)
+        return self.s2_from_probs(probs), logits, probs
+
+    def temporal_stream(self, temporal):
+        """[N, T, H/4, W/4] -> [N, D, H, W]."""
+        return _up(self.temporal_proj(self.temporal_encoder(temporal)), NTL_FACTOR)
+
+    # ------------------------------------------------------------------ fusion
+    def fuse(self, feats, masks):
+        """``feats``: four [N, D, H, W] (GATE_ORDER), ``masks`` [N, 4, H, W] ->
+        (fused [N, D, H, W], gates [N, 4, H, W]).
+
+        Gated: gate_i = sigmoid(conv1x1(...))_i * mask_i / max(sum_j, EPS): the gates of the
+        present modalities sum to 1, absent ones are exactly 0, and no NaN when all are absent.
+        Concat (ablation): the returned gates are the masks normalised the same way.
+        """
+        feats = [f * masks[:, i:i + 1] for i, f in enumerate(feats)]   # absent -> exactly 0
+        x = torch.cat(feats + [masks], dim=1)
+        if self.fusion == "concat":
+            gates = masks / torch.clamp(masks.sum(dim=1, keepdim=True), min=EPS)
+            return self.concat_fuse(x), gates
+        g = torch.sigmoid(self.gate(x)) * masks
+        gates = g / torch.clamp(g.sum(dim=1, keepdim=True), min=EPS)
+        fused = feats[0] * gates[:, 0:1]
+        for i in range(1, len(feats)):
+            fused = fused + feats[i] * gates[:, i:i + 1]
+        return fused, gates
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, vhr, ntl, s2_spring, s2_summer, s2_autumn, s2_winter, temporal, valid,
+                return_aux=False):
+        """Returns (logits [N, 8, H, W], built_up [N, 1, H, W], gates [N, 4, H, W]), plus with
+        ``return_aux`` a dict:
+
+        * ``inv_vhr``, ``inv_ntl`` [N, D, H, W]: invariant features (NTL after alignment), for
+          the feature-consistency and triplet losses;
+        * ``feat_vhr``, ``feat_ntl``, ``feat_s2``, ``feat_temporal`` [N, D, H, W];
+        * ``flow`` [N, 2, H, W]: the NTL -> VHR offset in cells (zeros with align=False);
+        * ``season_logits``: list of four [N, 8, H, W] (decision mode; else None);
+        * ``s2_probs`` [N, 8, H, W]: masked mean of the present seasons' softmaxes (decision
+          mode; else None);
+        * ``group_masks`` [N, 4, H, W]: the GATE_ORDER masks (S2 = any season present).
+        """
+        m_vhr, m_ntl, m_t = valid[:, 0:1], valid[:, 1:2], valid[:, 6:7]
+        season_masks = [valid[:, c:c + 1] for c in S2_CHANNELS]
+        m_s2 = torch.clamp(valid[:, 2:6].sum(dim=1, keepdim=True), max=1.0)
+        group_masks = torch.cat([m_vhr, m_ntl, m_s2, m_t], dim=1)
+
+        low, deep = self.vhr_stream(vhr)
+        p_vhr = self.extract.project("vhr", deep)
+        p_ntl = self.extract.project("ntl", self.ntl_stream(ntl))
+        e_vhr, a_ntl, flow = self.align(p_vhr, p_ntl, m_vhr * m_ntl)
+        f_vhr, _, inv_vhr = self.extract("vhr", e_vhr)
+        f_ntl, _, inv_ntl = self.extract("ntl", a_ntl)
+
+        f_s2, season_logits, s2_probs = self.s2_stream(
+            [s2_spring, s2_summer, s2_autumn, s2_winter], season_masks)
+        f_t = self.temporal_stream(temporal)
+
+        fused, gates = self.fuse([f_vhr, f_ntl, f_s2, f_t], group_masks)
+        x = self.aspp(fused)
+        x = self.decoder(torch.cat([x, self.low_proj(low) * m_vhr, m_vhr], dim=1))
+        logits = self.classifier(x)
+        built_up = torch.sigmoid(self.builtup_head(x))
+        if not return_aux:
+            return logits, built_up, gates
+        aux = dict(inv_vhr=inv_vhr, inv_ntl=inv_ntl, feat_vhr=f_vhr, feat_ntl=f_ntl,
+                   feat_s2=f_s2, feat_temporal=f_t, flow=flow, season_logits=season_logits,
+                   s2_probs=s2_probs, group_masks=group_masks)
+        return logits, built_up, gates, aux
+
+
+class FusionProbabilityModel(nn.Module):
+    """What is exported: (probs [N, 8, H, W] softmax over classes, built_up [N, 1, H, W],
+    gates [N, 4, H, W])."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, vhr, ntl, s2_spring, s2_summer, s2_autumn, s2_winter, temporal, valid):
+        logits, built_up, gates = self.net(vhr, ntl, s2_spring, s2_summer, s2_autumn,
+                                           s2_winter, temporal, valid)
+        return torch.softmax(logits, dim=1), built_up, gates
+
+
+def count_parameters(module):
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def example_inputs(n=1, height=32, width=None, seed=0, present=MODALITY_ORDER, config=None,
+                   valid_prob=None):
+    """Random inputs (a tuple in INPUT_NAMES order) for ``height`` x ``width`` output cells
+    (multiples of 4). Modalities not in ``present`` are zeros with mask 0; with ``valid_prob``
+    the present ones' masks are random per cell (that fraction set)."""
+    config = config or {}
+    width = height if width is None else width
+    if height % NTL_FACTOR or width % NTL_FACTOR:
+        raise ValueError("height and width must be multiples of 4")
+    g = torch.Generator().manual_seed(seed)
+    h4, w4 = height // NTL_FACTOR, width // NTL_FACTOR
+    shapes = {"vhr": (config.get("vhr_bands", 3), height * VHR_FACTOR, width * VHR_FACTOR),
+              "ntl": (config.get("ntl_bands", 1), h4, w4),
+              "temporal": (config.get("temporal_steps", 12), h4, w4)}
+    xs = []
+    for name in MODALITY_ORDER:
+        c, hh, ww = shapes.get(name, (config.get("s2_bands", 10), height, width))
+        x = torch.randn(n, c, hh, ww, generator=g)
+        xs.append(x if name in present else torch.zeros_like(x))
+    valid = torch.zeros(n, len(MODALITY_ORDER), height, width)
+    for k, name in enumerate(MODALITY_ORDER):
+        if name in present:
+            valid[:, k] = 1.0 if valid_prob is None else (
+                torch.rand(n, height, width, generator=g) < valid_prob).float()
+    return tuple(xs) + (valid,)
