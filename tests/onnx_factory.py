@@ -31,6 +31,22 @@ def tiny_card(name="tiny-test-model"):
             "licence": "GPL-2.0-or-later", "training": {"note": "not trained"}}
 
 
+GRAPH_OUTPUTS = [
+    {"name": "built_up", "kind": "graph_output", "output": "built_up", "label": "Built-up",
+     "bands": ["built-up fraction"], "style": "fraction",
+     "description": "here: the summed probability of classes 1-3"},
+    {"name": "gates", "kind": "graph_output", "output": "gates", "label": "Input weights",
+     "bands": ["VHR", "NTL", "Sentinel-2", "Temporal"], "style": "weights", "optional": True,
+     "description": "here: a softmax over four random 1x1 convolutions"},
+]
+
+
+def tiny_card_with_graph_outputs(name="tiny-graph-outputs"):
+    card = tiny_card(name)
+    card["derived_outputs"] = [dict(d) for d in GRAPH_OUTPUTS]
+    return card
+
+
 def write_tiny_model(path, card=None, seed=0):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -52,9 +68,23 @@ def write_tiny_model(path, card=None, seed=0):
     ]
     inits = [numpy_helper.from_array(weight, "w"),
              numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")]
-    graph = helper.make_graph(nodes, "tiny", inputs,
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 8, "H", "W"])],
-                              inits)
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 8, "H", "W"])]
+    if any(d.get("kind") == "graph_output" for d in card.get("derived_outputs", ())):
+        # built_up = P(class 1) + P(2) + P(3); gates = softmax of four random 1x1 convolutions
+        nodes += [
+            helper.make_node("Slice", ["probs", "s0", "s3", "s_axis"], ["p123"]),
+            helper.make_node("ReduceSum", ["p123", "s_axis"], ["built_up"], keepdims=1),
+            helper.make_node("Conv", ["x", "wg"], ["gate_logits"]),
+            helper.make_node("Softmax", ["gate_logits"], ["gates"], axis=1),
+        ]
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "s0"),
+                  numpy_helper.from_array(np.array([3], np.int64), "s3"),
+                  numpy_helper.from_array(np.array([1], np.int64), "s_axis"),
+                  numpy_helper.from_array(rng.normal(0, 1, (4, n_in, 1, 1)).astype(np.float32),
+                                          "wg")]
+        outputs += [helper.make_tensor_value_info("built_up", TensorProto.FLOAT, ["N", 1, "H", "W"]),
+                    helper.make_tensor_value_info("gates", TensorProto.FLOAT, ["N", 4, "H", "W"])]
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     helper.set_model_props(model, {"model_card": json.dumps(card)})

@@ -302,3 +302,56 @@ def test_derived_outputs_follow_the_no_partial_file_rules(scene, derived_model, 
                                            probabilities=True, tile_size=8, overlap=0),
                            is_cancelled=lambda: len(os.listdir(out_dir)) > 0)
     assert _files(out_dir) == []
+
+
+@pytest.fixture(scope="module")
+def graph_output_model(tmp_path_factory):
+    from onnx_factory import tiny_card_with_graph_outputs
+    return write_tiny_model(tmp_path_factory.mktemp("graph") / "graph.onnx",
+                            tiny_card_with_graph_outputs())
+
+
+def test_graph_outputs_are_blended_like_the_probabilities(scene, graph_output_model, tmp_path):
+    """A model's other outputs (built-up fraction, fusion gate weights) go through the same
+    tiles and blending as the class probabilities; optional ones only on request."""
+    res = run_classification(ClassifyRequest(scene, graph_output_model, str(tmp_path / "a.tif"),
+                                             tile_size=16, overlap=8, probabilities=True))
+    assert set(res.extra_outputs) == {"probabilities", "built_up"}, "gates is optional"
+    classes = read(res.output_path)
+    valid = classes > 0
+    ds = gdal.Open(res.extra_outputs["probabilities"])
+    probs = ds.ReadAsArray()
+    ds = None
+    built = read(res.extra_outputs["built_up"])
+    # the graph computes built_up = P1 + P2 + P3 per tile; blending is linear, so it must equal
+    # the sum of the blended probabilities
+    assert np.allclose(built[valid], probs[:3, valid].sum(axis=0), atol=1e-5)
+    assert np.isnan(built[~valid]).all()
+
+    res2 = run_classification(ClassifyRequest(scene, graph_output_model, str(tmp_path / "b.tif"),
+                                              tile_size=16, overlap=8, optional_outputs=True))
+    assert set(res2.extra_outputs) == {"built_up", "gates"}
+    ds = gdal.Open(res2.extra_outputs["gates"])
+    gates = ds.ReadAsArray()
+    names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
+    ds = None
+    assert names == ["VHR", "NTL", "Sentinel-2", "Temporal"]
+    assert np.allclose(gates[:, valid].sum(axis=0), 1.0, atol=1e-4)
+    assert (gates[:, valid] > 0).all()
+    # the class map does not depend on which extra outputs were asked for
+    assert np.array_equal(read(res2.output_path), classes)
+    manifest = json.load(open(res2.manifest_path))
+    assert set(manifest["extra_outputs"]) == {"built_up", "gates"}
+
+
+def test_graph_outputs_need_a_segmentation_card():
+    from onnx_factory import GRAPH_OUTPUTS, tiny_patch_card
+    from plugin.core.model_card import parse_card
+    card = tiny_patch_card()
+    card["derived_outputs"] = [dict(GRAPH_OUTPUTS[0])]
+    with pytest.raises(ModelError, match="needs a segmentation model"):
+        parse_card(card)
+    bad = tiny_card()
+    bad["derived_outputs"] = [dict(GRAPH_OUTPUTS[1], style="rainbow")]
+    with pytest.raises(ModelError, match="'fraction' or 'weights'"):
+        parse_card(bad)

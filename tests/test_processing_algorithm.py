@@ -338,3 +338,37 @@ def test_qgis_process_runs_the_algorithm(city_inputs, model_path, card, tmp_path
     log = payload.get("log", {})
     text = json.dumps(log)
     assert "Area per class" in text
+
+
+def test_optional_graph_outputs_are_written_styled_and_loaded(provider, city_inputs, tmp_path):
+    """A model's extra outputs (built-up fraction; the optional input weights, i.e. why a cell
+    got its class) are written when asked, styled (0-1 ramp; RGB weights) and loaded."""
+    import processing
+    from qgis.core import (QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer,
+                           QgsSingleBandPseudoColorRenderer)
+
+    from onnx_factory import tiny_card_with_graph_outputs, write_tiny_model
+    model = write_tiny_model(tmp_path / "graph.onnx", tiny_card_with_graph_outputs())
+    plain = processing.run(ALG, _params(city_inputs, model, tmp_path / "plain.tif"))
+    assert set(json.loads(plain["EXTRA_OUTPUTS"])) == {"built_up"}
+
+    out = tmp_path / "why.tif"
+    before = set(QgsProject.instance().mapLayers())
+    res = processing.runAndLoadResults(ALG, _params(city_inputs, model, out,
+                                                    OPTIONAL_OUTPUTS=True))
+    added = {os.path.basename(lyr.source()): lyr
+             for lid, lyr in QgsProject.instance().mapLayers().items() if lid not in before}
+    try:
+        extra = json.loads(res["EXTRA_OUTPUTS"])
+        assert set(extra) == {"built_up", "gates"}
+        assert set(added) == {"why.tif", "why_built_up.tif", "why_gates.tif"}
+        assert isinstance(added["why_built_up.tif"].renderer(), QgsSingleBandPseudoColorRenderer)
+        gates = added["why_gates.tif"].renderer()
+        assert isinstance(gates, QgsMultiBandColorRenderer)
+        assert (gates.redBand(), gates.greenBand(), gates.blueBand()) == (1, 2, 3)
+        assert gates.redContrastEnhancement().maximumValue() == 1.0
+        # the style is also the file's default style for later sessions
+        reloaded = QgsRasterLayer(extra["gates"], "again", "gdal")
+        assert isinstance(reloaded.renderer(), QgsMultiBandColorRenderer)
+    finally:
+        QgsProject.instance().removeMapLayers([lyr.id() for lyr in added.values()])

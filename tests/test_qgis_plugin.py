@@ -243,6 +243,9 @@ def test_dialog_validation_messages(dialog, city_layers, model_path, tmp_path):
     dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
     request = dialog.build_request()
     assert (request.tile_size, request.overlap, request.device) == (64, 0, "cpu")
+    assert not request.optional_outputs and not request.probabilities
+    dialog.optional_outputs.setChecked(True)
+    assert dialog.build_request().optional_outputs
 
 
 def test_dialog_rejects_rasters_that_are_not_plain_files(dialog, city_inputs, tmp_path):
@@ -406,6 +409,7 @@ def test_dialog_remembers_settings(iface, city_layers, model_path, tmp_path, qgi
     first.output_file.setFilePath(str(tmp_path / "remember.tif"))
     first.confidence.setChecked(True)
     first.overwrite.setChecked(True)
+    first.optional_outputs.setChecked(True)
     first.batch_size.setValue(7)
     first.tile_size.setValue(48)
     first.device.setCurrentIndex(first.device.findData("cpu"))
@@ -419,6 +423,7 @@ def test_dialog_remembers_settings(iface, city_layers, model_path, tmp_path, qgi
         assert second.selected_model()[0] == model_path
         assert second.output_file.filePath() == str(tmp_path / "remember.tif")
         assert second.confidence.isChecked() and second.overwrite.isChecked()
+        assert second.optional_outputs.isChecked()
         assert second.batch_size.value() == 7 and second.tile_size.value() == 48
         assert second.device.currentData() == "cpu" and second.area_mode() == "canvas"
     finally:

@@ -37,6 +37,7 @@ class ClassifyRequest:
     device: str = "auto"                 # auto | cpu | cuda
     confidence: bool = False
     probabilities: bool = False          # also write <stem>_probabilities.tif (float32 per class)
+    optional_outputs: bool = False       # also the card's optional graph outputs (e.g. gates)
     overwrite: bool = False
 
 
@@ -73,29 +74,38 @@ def extra_output_paths(request, card):
     """name -> path of the rasters written beside the class map."""
     stem = os.path.splitext(request.output_path)[0]
     names = (["probabilities"] if request.probabilities else []) + \
-        [d.name for d in card.derived_outputs]
+        [d.name for d in written_derived(request, card)]
     return {name: f"{stem}_{name}.tif" for name in names}
 
 
+def written_derived(request, card):
+    """The card's derived outputs this run writes (optional graph outputs only on request)."""
+    return [d for d in card.derived_outputs if not d.optional or request.optional_outputs]
+
+
 def _extra_writers(request, card, grid, paths):
-    """name -> (writer, probs [C, n, W] -> what it writes)."""
+    """name -> (writer, (probs [C, n, W], graph outputs {name: [B, n, W]}) -> what it writes)."""
     index = {c.code: i for i, c in enumerate(card.classes)}
     writers = {}
     try:
         if request.probabilities:
             writers["probabilities"] = (ValueRasterWriter(
                 paths["probabilities"], grid, [f"P({c.label})" for c in card.classes],
-                f"Class probabilities by {card.name}"), lambda p: p)
-        for d in card.derived_outputs:
+                f"Class probabilities by {card.name}"), lambda p, g: p)
+        for d in written_derived(request, card):
             if d.kind == "class_sum":
                 idx = [index[c] for c in d.codes]
                 writers[d.name] = (ValueRasterWriter(paths[d.name], grid, [d.label], d.description),
-                                   lambda p, idx=idx: p[idx].sum(axis=0, keepdims=True))
+                                   lambda p, g, idx=idx: p[idx].sum(axis=0, keepdims=True))
+            elif d.kind == "graph_output":
+                writers[d.name] = (ValueRasterWriter(paths[d.name], grid, list(d.bands),
+                                                     d.description or d.label),
+                                   lambda p, g, name=d.name: g[name])
             else:
                 groups = [[index[c] for c in src] for _, src in d.groups]
                 writers[d.name] = (ClassRasterWriter(
                     paths[d.name], grid, [g for g, _ in d.groups], description=d.description,
-                    band_name=d.label), lambda p, groups=groups: np.stack(
+                    band_name=d.label), lambda p, g, groups=groups: np.stack(
                         [p[i].sum(axis=0) for i in groups]))
     except BaseException:
         for writer, _ in writers.values():
@@ -196,6 +206,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                                        description=f"Urban functions by {card.name} {card.version}")
             extras = _extra_writers(request, card, grid, extra_paths)
             acc = StripAccumulator(len(card.classes), grid.width, th)
+            # the network's other outputs, blended over tiles with the same weights
+            graph_accs = {d.name: (d.output, StripAccumulator(len(d.bands), grid.width, th))
+                          for d in written_derived(request, card) if d.kind == "graph_output"}
             done = 0
             for ri, row in enumerate(rows):
                 batch = []
@@ -208,6 +221,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     if not valid.any():  # skip inference where no input has data
                         acc.add(np.zeros((len(card.classes), th, tw), np.float32),
                                 weights, col, row, valid)
+                        for _, gacc in graph_accs.values():
+                            gacc.add(np.zeros((gacc.n_classes, th, tw), np.float32),
+                                     weights, col, row, valid)
                     elif patch_task:
                         # the last tile of a row/column is shifted back to end flush with the
                         # grid; its cells that an earlier tile already classified (same window,
@@ -221,7 +237,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     else:
                         batch.append((col, data, valid))
                     if len(batch) == request.batch_size or (col == cols[-1] and batch):
-                        _infer(session, card, batch, acc, weights, row, timings)
+                        _infer(session, card, batch, acc, weights, row, timings, graph_accs)
                         batch = []
                     done += 1
                     progress(done / total, f"Tile {done} of {total}")
@@ -229,8 +245,10 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 t = time.perf_counter()
                 first, probs, valid = acc.flush_until(next_row)
                 writer.write_rows(first, probs, valid)
+                graph = {name: gacc.flush_until(next_row)[1]
+                         for name, (_, gacc) in graph_accs.items()}
                 for extra, derive in extras.values():
-                    extra.write_rows(first, derive(probs), valid)
+                    extra.write_rows(first, derive(probs, graph), valid)
                 timings["write_s"] += time.perf_counter() - t
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
@@ -271,10 +289,14 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                           timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()})
 
 
-def _infer(session, card, batch, acc, weights, row, timings):
+def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None):
     feed = {name: np.concatenate([b[1][name] for b in batch]) for name in batch[0][1]}
+    graph_accs = graph_accs or {}
+    names = [card.output.name] + [output for output, _ in graph_accs.values()]
     t = time.perf_counter()
-    probs = session.run(card.output.name, feed)
+    outs = session.run(names, feed)
     timings["infer_s"] += time.perf_counter() - t
-    for (col, _, valid), p in zip(batch, probs):
-        acc.add(p, weights, col, row, valid)
+    for k, (col, _, valid) in enumerate(batch):
+        acc.add(outs[0][k], weights, col, row, valid)
+        for out, (_, gacc) in zip(outs[1:], graph_accs.values()):
+            gacc.add(out[k], weights, col, row, valid)

@@ -113,6 +113,9 @@ class DerivedOutput:
     ``class_sum``: float32 0-1, the summed probability of ``codes`` (e.g. a settlement extent
     from the built LCZ types). ``class_groups``: a paletted class map of ``groups`` whose
     probability is the sum over each group's ``from`` codes (e.g. LCZ shown as urban functions).
+    ``graph_output``: another output of the network itself (segmentation models), blended over
+    tiles like the probabilities (e.g. a built-up fraction, or the fusion gate weights that say
+    how much each input drove a cell).
     """
     name: str
     kind: str
@@ -120,6 +123,10 @@ class DerivedOutput:
     description: str = ""
     codes: tuple = ()
     groups: tuple = ()   # ((ClassInfo, (from codes...)), ...)
+    output: str = ""     # graph_output: the ONNX output [N, bands, H, W] on the class grid
+    bands: tuple = ()    # graph_output: band labels
+    style: str = "fraction"   # graph_output: "fraction" (one 0-1 band) or "weights" (RGB)
+    optional: bool = False    # written only when the run asks for optional outputs
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,10 @@ class ModelCard:
             frac = _as_fraction(ratio)
             multiple = _lcm(multiple, frac[1])
         return multiple
+
+    @property
+    def graph_outputs(self):
+        return tuple(d for d in self.derived_outputs if d.kind == "graph_output")
 
     def to_json(self) -> str:
         return json.dumps(self.raw, indent=1, sort_keys=False)
@@ -292,9 +303,20 @@ def _parse_derived(data, codes):
             if not groups:
                 raise ModelError(f"Model card: derived output {name} has no groups.")
             out.append(DerivedOutput(name, kind, label, desc, groups=tuple(groups)))
+        elif kind == "graph_output":
+            if data.get("task", "segmentation") != "segmentation":
+                raise ModelError(f"Model card: graph output {name} needs a segmentation model.")
+            bands = tuple(str(b) for b in _req(raw, "bands", f"derived output {name}"))
+            style = str(raw.get("style", "fraction"))
+            if not bands or style not in ("fraction", "weights"):
+                raise ModelError(f"Model card: graph output {name} needs band labels and a style "
+                                 "'fraction' or 'weights'.")
+            out.append(DerivedOutput(name, kind, label, desc, output=str(raw.get("output", name)),
+                                     bands=bands, style=style,
+                                     optional=bool(raw.get("optional", False))))
         else:
             raise ModelError(f"Model card: derived output kind {kind!r} is not supported "
-                             "(class_sum, class_groups).")
+                             "(class_sum, class_groups, graph_output).")
     return tuple(out)
 
 

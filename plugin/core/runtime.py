@@ -53,4 +53,7 @@ class InferenceSession:
         self.onnxruntime_version = ort.__version__
 
     def run(self, output_name, feed):
+        """One output (a name) or several (a list of names -> a list of arrays)."""
+        if isinstance(output_name, (list, tuple)):
+            return self._session.run(list(output_name), feed)
         return self._session.run([output_name], feed)[0]

@@ -220,6 +220,11 @@ class ClassifyDialog(QDialog):
                                       "model's settlement extent and function map) are always "
                                       "written.")
         form.addRow("Probabilities", self.probabilities)
+        self.optional_outputs = QCheckBox("Write the model's optional outputs")
+        self.optional_outputs.setToolTip(
+            "For models that have them: e.g. the input weights of a fusion model "
+            "(…_gates.tif: how much each layer drove each cell, shown as RGB).")
+        form.addRow("Optional outputs", self.optional_outputs)
         root.addWidget(self.advanced)
 
         # progress + buttons
@@ -562,7 +567,8 @@ class ClassifyDialog(QDialog):
             overlap=None if self.overlap.value() < 0 else self.overlap.value(),
             batch_size=self.batch_size.value(), device=self.device.currentData(),
             confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked(),
-            probabilities=self.probabilities.isChecked())
+            probabilities=self.probabilities.isChecked(),
+            optional_outputs=self.optional_outputs.isChecked())
 
     def _show_dependency_warning(self):
         from ..core.environment import missing_dependencies
@@ -662,6 +668,7 @@ class ClassifyDialog(QDialog):
         s.setValue(SETTINGS + "batch_size", self.batch_size.value())
         s.setValue(SETTINGS + "device", self.device.currentData())
         s.setValue(SETTINGS + "probabilities", self.probabilities.isChecked())
+        s.setValue(SETTINGS + "optional_outputs", self.optional_outputs.isChecked())
 
     def restore_settings(self):
         s = QgsSettings()
@@ -691,6 +698,7 @@ class ClassifyDialog(QDialog):
         index = self.device.findData(s.value(SETTINGS + "device", "auto", type=str))
         self.device.setCurrentIndex(max(0, index))
         self.probabilities.setChecked(s.value(SETTINGS + "probabilities", False, type=bool))
+        self.optional_outputs.setChecked(s.value(SETTINGS + "optional_outputs", False, type=bool))
 
     def reject(self):  # Close / Esc: keep the settings; a running task keeps running
         self.save_settings()

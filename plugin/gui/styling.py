@@ -11,6 +11,8 @@ session too (drag and drop, Browser, another project).
 import os
 
 from qgis.core import (
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
     QgsColorRampShader,
     QgsGradientColorRamp,
     QgsGradientStop,
@@ -105,11 +107,34 @@ def derived_classes(derived):
     return [info for info, _codes in derived.groups]
 
 
+def apply_weights_style(layer):
+    """Style per-input weights (bands VHR, NTL, Sentinel-2, ...; each 0..1, summing to 1) as
+    RGB: red = VHR, green = NTL, blue = Sentinel-2, each stretched 0..1. A red cell was decided
+    by the imagery, a green one by night light, a blue one by Sentinel-2; mixtures mix."""
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3)
+    for band, setter in ((1, renderer.setRedContrastEnhancement),
+                         (2, renderer.setGreenContrastEnhancement),
+                         (3, renderer.setBlueContrastEnhancement)):
+        ce = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        ce.setMinimumValue(0.0)
+        ce.setMaximumValue(1.0)
+        setter(ce)
+    layer.setRenderer(renderer)
+    layer.setCustomProperty(PROP_KIND, "weights")
+    layer.triggerRepaint()
+    layer.emitStyleChanged()
+    return layer
+
+
 def apply_derived_style(layer, derived):
     """Style a derived output raster by its kind: ``class_sum`` -> 0..1 pseudocolour ramp,
-    ``class_groups`` -> paletted with the groups' codes, colours and labels."""
+    ``class_groups`` -> paletted with the groups' codes, colours and labels, ``graph_output``
+    -> by its style (``fraction`` ramp, or ``weights`` as RGB)."""
     if derived.kind == "class_groups":
         return apply_class_style(layer, derived_classes(derived))
+    if derived.kind == "graph_output" and derived.style == "weights":
+        return apply_weights_style(layer)
     return apply_fraction_style(layer)
 
 

@@ -116,6 +116,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     CONFIDENCE = "CONFIDENCE"
     PROBABILITIES = "PROBABILITIES"
+    OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
     SECONDS = "SECONDS"
@@ -224,6 +225,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         advanced.append(QgsProcessingParameterBoolean(
             self.PROBABILITIES, "Write class probabilities (one float32 band per class, "
             "OUTPUT_probabilities.tif)", defaultValue=False, optional=True))
+        advanced.append(QgsProcessingParameterBoolean(
+            self.OPTIONAL_OUTPUTS, "Write the model's optional outputs (e.g. the input weights: "
+            "how much each layer drove each cell, OUTPUT_gates.tif)", defaultValue=False,
+            optional=True))
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -323,6 +328,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 device=device,
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
+                optional_outputs=self.parameterAsBoolean(parameters, self.OPTIONAL_OUTPUTS,
+                                                         context),
                 overwrite=True,  # Processing outputs replace existing files
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
