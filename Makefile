@@ -7,7 +7,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample train-vhr screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr train-fusion screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench         speed and memory benchmarks"
 	@echo "make train-sample  retrain the bundled sample-city model"
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
+	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 
@@ -35,6 +36,9 @@ train-sample: setup
 
 train-vhr: setup
 	@$(PY) -m plugin.training.train_vhr --out models/vhr_scenes_resnet.onnx
+
+train-fusion: setup
+	@$(PY) -m plugin.training.fusion.train --out models/urban_fusion.onnx
 
 screenshots: setup
 	@$(PY) scripts/screenshots.py docs

@@ -355,3 +355,25 @@ def test_graph_outputs_need_a_segmentation_card():
     bad["derived_outputs"] = [dict(GRAPH_OUTPUTS[1], style="rainbow")]
     with pytest.raises(ModelError, match="'fraction' or 'weights'"):
         parse_card(bad)
+
+
+def test_default_model_skips_demo_models_when_another_fits(tmp_path):
+    """A demo model (card purpose "demo", like the sample-city model) is only the default when
+    no other model accepts the inputs; otherwise the fewest unused inputs decide."""
+    from plugin.core.models import default_model_for
+    demo = tiny_card("tiny-demo")
+    demo["purpose"] = "demo"
+    write_tiny_model(tmp_path / "demo.onnx", demo)
+    general = tiny_card("tiny-general")
+    general["inputs"] = general["inputs"][:2]      # VHR and NTL only
+    write_tiny_model(tmp_path / "general.onnx", general)
+    chosen = default_model_for(["vhr", "ntl"], extra_dirs=[str(tmp_path)])
+    assert chosen.card.name == "tiny-general" and chosen.card.purpose == "general"
+    # S2 is accepted by no general tiny model here: the demo model (or a bundled general model
+    # that takes S2) is chosen, never a model that lacks S2
+    assert "s2_summer" in default_model_for(["s2_summer"], extra_dirs=[str(tmp_path)]).card.modalities
+    bad = tiny_card("tiny-bad")
+    bad["purpose"] = "toy"
+    with pytest.raises(ModelError, match="purpose 'toy'"):
+        from plugin.core.model_card import parse_card
+        parse_card(bad)

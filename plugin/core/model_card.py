@@ -40,7 +40,7 @@ from .errors import ModelError
 
 SCHEMA = "urban-functions-model-card/1"
 METADATA_KEY = "model_card"
-MODALITIES = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter")
+MODALITIES = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter", "temporal")
 MODALITY_LABELS = {
     "vhr": "VHR imagery",
     "ntl": "Night-time light",
@@ -48,11 +48,14 @@ MODALITY_LABELS = {
     "s2_summer": "Sentinel-2 summer",
     "s2_autumn": "Sentinel-2 autumn",
     "s2_winter": "Sentinel-2 winter",
+    # a multi-band raster whose bands are time steps (monthly night light, hourly activity)
+    "temporal": "Temporal signature (one band per time step)",
 }
 RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 TRANSFORMS = ("none", "log1p")
 ROUNDING = ("none", "float16")
 TASKS = ("segmentation", "patch_classification")
+PURPOSES = ("general", "demo")
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class ModelCard:
     min_inputs: int = 1
     patch: Optional[PatchSpec] = None
     derived_outputs: tuple = ()
+    purpose: str = "general"   # "demo": only chosen by default when nothing else fits
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- derived helpers -------------------------------------------------------------------
@@ -267,9 +271,17 @@ def parse_card(data) -> ModelCard:
                      title=str(data.get("title", data["name"])), summary=str(data.get("summary", "")),
                      task=task, classes=tuple(classes), inputs=tuple(inputs), output=output,
                      mask_input=data.get("mask_input"), min_inputs=int(data.get("min_inputs", 1)),
-                     patch=patch, derived_outputs=_parse_derived(data, codes), raw=data)
+                     patch=patch, derived_outputs=_parse_derived(data, codes),
+                     purpose=_parse_purpose(data), raw=data)
     card.tile_multiple()  # validates the gsd ratios
     return card
+
+
+def _parse_purpose(data):
+    purpose = str(data.get("purpose", "general"))
+    if purpose not in PURPOSES:
+        raise ModelError(f"Model card: purpose {purpose!r} is not one of {PURPOSES}.")
+    return purpose
 
 
 def _parse_class(c, where):

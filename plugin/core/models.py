@@ -65,10 +65,12 @@ def find_model(name_or_path, extra_dirs=()):
 
 
 def default_model_for(modalities, extra_dirs=()):
-    """The model that accepts all ``modalities`` with the fewest unused inputs."""
+    """The model that accepts all ``modalities``: demo models (card ``purpose: demo``, e.g. the
+    sample-city model) only when nothing else does, then the fewest unused inputs."""
     wanted = set(modalities)
     entries = [e for e in list_models(extra_dirs) if wanted <= set(e.card.modalities)]
     if not entries:
         raise ModelError(f"No installed model accepts {', '.join(sorted(wanted))} together.")
-    return min(entries, key=lambda e: (len(set(e.card.modalities) - wanted), not e.bundled,
+    return min(entries, key=lambda e: (e.card.purpose == "demo",
+                                       len(set(e.card.modalities) - wanted), not e.bundled,
                                        e.card.name))

@@ -194,6 +194,14 @@ def import_h5py():
         raise MissingDependencyError(
             "Reading the So2Sat .h5 weights needs the Python package h5py (Debian/Ubuntu: "
             "'apt install python3-h5py'; elsewhere 'pip install h5py' in QGIS's Python).") from exc
+    except (ValueError, OSError, RuntimeError) as exc:
+        # a pip h5py wheel carries its own HDF5 library; inside QGIS, where GDAL has already
+        # loaded the system HDF5, that copy can fail to initialise ("Not a datatype")
+        raise MissingDependencyError(
+            f"h5py could not start ({exc.__class__.__name__}: {exc}): its HDF5 library clashes "
+            "with the one QGIS/GDAL loaded. Use the h5py built for the system HDF5 (Debian/"
+            "Ubuntu: 'apt install python3-h5py'), and start QGIS without an activated "
+            "virtualenv that holds a pip-installed h5py (or 'pip uninstall h5py' there).") from exc
     return h5py
 
 

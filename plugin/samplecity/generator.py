@@ -18,6 +18,9 @@ from osgeo import gdal, osr
 
 from ..core.classes import FUNCTION_CLASSES, NODATA_CODE
 from ..core.model_card import MODALITIES
+
+# what a sample city provides (no temporal signature)
+SAMPLE_MODALITIES = tuple(m for m in MODALITIES if m != "temporal")
 from . import materials as M
 from . import render_ntl, render_s2
 from .frame import CITY_EPSG, CITY_SOUTH, CITY_WEST, Grid, city_grid
@@ -64,8 +67,8 @@ class SampleCity:
 
     @property
     def inputs(self):
-        """Modality key -> raster path, for the six model inputs."""
-        return {m: getattr(self, m) for m in MODALITIES}
+        """Modality key -> raster path, for the six inputs a sample city has."""
+        return {m: getattr(self, m) for m in SAMPLE_MODALITIES}
 
     @property
     def metadata(self):

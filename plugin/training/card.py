@@ -53,6 +53,8 @@ def build_card(stats=None, context_cells=24, training=None, metrics=None, archit
         "title": TITLE,
         "summary": SUMMARY,
         "task": "segmentation",
+        # a demo model is never picked by default when another model accepts the inputs
+        "purpose": "demo",
         "classes": class_table(),
         "inputs": input_specs(stats),
         "mask_input": MASK_INPUT,
@@ -109,32 +111,32 @@ def markdown_head(card, module, make_target, onnx_file, licence_label="Licence")
     return lines
 
 
-def card_markdown(card):
-    """Human-readable model card (``models/sample_city_fusion.md``) from the same dict."""
-    out = card["output"]
-    lines = markdown_head(card, "train_sample", "train-sample", "sample_city_fusion.onnx")
-    lines += ["", "## Inputs", "",
-              "Any subset works (at least one). The engine resamples each raster onto the grid "
-              "of the input and feeds `((transform(raw*scale+offset)) - mean) / std`, 0 where "
-              "there is no data.", "",
-              "| ONNX input | Modality | Bands | Raw type | Cell (m) | Resampling | Scale | "
-              "Transform |", "|---|---|---|---|---:|---|---:|---|"]
+def markdown_inputs(card, statistics_from):
+    """The ``## Inputs`` section of a segmentation card: the input table, the mask and the
+    normalisation statistics (``statistics_from``: e.g. "training cities")."""
+    lines = ["", "## Inputs", "",
+             "Any subset works (at least one). The engine resamples each raster onto the grid "
+             "of the input and feeds `((transform(raw*scale+offset)) - mean) / std`, 0 where "
+             "there is no data.", "",
+             "| ONNX input | Modality | Bands | Raw type | Cell (m) | Resampling | Scale | "
+             "Transform |", "|---|---|---|---|---:|---|---:|---|"]
     for i in card["inputs"]:
         lines.append(f"| `{i['name']}` | {i['label']} | {', '.join(i['bands'])} | {i['dtype']} | "
                      f"{i['gsd_m']:g} | {i['resampling']} | {i['scale']:g} | {i['transform']} |")
     lines += ["", f"Mask input `{card['mask_input']}`: `[N, {len(card['inputs'])}, H, W]`, 1 where "
               "that modality (in the order above) has data in the output cell.", "",
-              "Normalisation statistics (from the training cities, after scale and transform):", "",
-              "| Input | Mean | Std |", "|---|---|---|"]
+              f"Normalisation statistics (from the {statistics_from}, after scale and transform):",
+              "", "| Input | Mean | Std |", "|---|---|---|"]
     for i in card["inputs"]:
         lines.append(f"| `{i['name']}` | {', '.join(f'{v:.4g}' for v in i['mean'])} | "
                      f"{', '.join(f'{v:.4g}' for v in i['std'])} |")
-    lines += ["", "## Output", "",
-              f"`{out['name']}`: class probabilities `[N, {len(card['classes'])}, H, W]` "
-              f"(softmax inside the graph) on {out['gsd_m']:g} m cells. Tiles must be multiples "
-              f"of {out['size_multiple']} cells. Receptive field radius "
-              f"{out['context_cells']} cells; default tile {out['default_tile']} cells with "
-              f"{out['default_overlap']} cells overlap.", ""]
+    return lines
+
+
+def markdown_architecture_and_data(card, images_word="images"):
+    """The ``## Architecture`` and ``## Data`` sections (data sources with citations, copies used
+    and licences, then the other data keys)."""
+    lines = []
     arch = card.get("architecture") or {}
     if arch:
         lines += ["## Architecture", "", arch.get("description", ""), ""]
@@ -142,6 +144,33 @@ def card_markdown(card):
             if k != "description":
                 lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
         lines.append("")
+    data = card.get("data") or {}
+    if data:
+        lines += ["## Data", ""]
+        for s in data.get("sources", []):
+            lines.append(f"- **{s['dataset']}** ({s.get('images', '?')} {images_word}; "
+                         f"{s['gsd_m']}; {s['imagery']}): {s['citation']}. Copy used: "
+                         f"{s['copy_used']}. Licence: {s['licence']}.")
+        lines.append("")
+        for k, v in data.items():
+            if k != "sources":
+                lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
+        lines.append("")
+    return lines
+
+
+def card_markdown(card):
+    """Human-readable model card (``models/sample_city_fusion.md``) from the same dict."""
+    out = card["output"]
+    lines = markdown_head(card, "train_sample", "train-sample", "sample_city_fusion.onnx")
+    lines += markdown_inputs(card, "training cities")
+    lines += ["", "## Output", "",
+              f"`{out['name']}`: class probabilities `[N, {len(card['classes'])}, H, W]` "
+              f"(softmax inside the graph) on {out['gsd_m']:g} m cells. Tiles must be multiples "
+              f"of {out['size_multiple']} cells. Receptive field radius "
+              f"{out['context_cells']} cells; default tile {out['default_tile']} cells with "
+              f"{out['default_overlap']} cells overlap.", ""]
+    lines += markdown_architecture_and_data(card)
     tr = card.get("training") or {}
     if tr:
         lines += ["## Training", ""]

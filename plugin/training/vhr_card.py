@@ -1,7 +1,7 @@
 """The VHR scene model's card: the JSON stored in the ONNX file and its Markdown twin."""
 from ..core.classes import class_table
 from ..core.model_card import SCHEMA, parse_card
-from .card import _fmt, _value, markdown_head
+from .card import _fmt, _value, markdown_architecture_and_data, markdown_head
 
 NAME = "vhr-scenes-resnet"
 VERSION = "1.0.0"
@@ -157,25 +157,7 @@ def card_markdown(card):
               f"every {patch['stride_px']} px; edges padded symmetrically.",
               f"- Output `{out['name']}`: class probabilities `[N, {len(names)}]` per patch, "
               f"i.e. one class per {out['gsd_m']:g} m cell.", ""]
-    arch = card.get("architecture") or {}
-    if arch:
-        lines += ["## Architecture", "", arch.get("description", ""), ""]
-        for k, v in arch.items():
-            if k != "description":
-                lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
-        lines.append("")
-    data = card.get("data") or {}
-    if data:
-        lines += ["## Data", ""]
-        for s in data.get("sources", []):
-            lines.append(f"- **{s['dataset']}** ({s.get('images', '?')} images; {s['gsd_m']}; "
-                         f"{s['imagery']}): {s['citation']}. Copy used: {s['copy_used']}. "
-                         f"Licence: {s['licence']}.")
-        lines.append("")
-        for k, v in data.items():
-            if k != "sources":
-                lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
-        lines.append("")
+    lines += markdown_architecture_and_data(card)
     tr = card.get("training") or {}
     if tr:
         lines += ["## Training", ""]
