@@ -49,7 +49,7 @@ MODALITY_LABELS = {
     "s2_autumn": "Sentinel-2 autumn",
     "s2_winter": "Sentinel-2 winter",
     # a multi-band raster whose bands are time steps (monthly night light, hourly activity)
-    "temporal": "Temporal signature (one band per time step)",
+    "temporal": "Temporal signature",
 }
 RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 TRANSFORMS = ("none", "log1p")

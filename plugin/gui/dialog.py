@@ -98,7 +98,9 @@ class ClassifyDialog(QDialog):
             combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
             combo.setAllowEmptyLayer(True)
             combo.setLayer(None)
-            combo.setToolTip(f"Raster layer with {MODALITY_LABELS[modality].lower()} (optional)")
+            combo.setToolTip(f"Raster layer with {MODALITY_LABELS[modality].lower()} (optional)"
+                             + (": one band per time step, e.g. monthly night light"
+                                if modality == "temporal" else ""))
             combo.layerChanged.connect(self._inputs_changed)
             note = QLabel("")
             note.setStyleSheet("color: #777;")
