@@ -88,3 +88,13 @@ def publish_model(bare_onnx, card, out, markdown):
         f.write(markdown(card))
     os.replace(tmp, md)
     return md
+
+
+def publish_and_log(bare_onnx, card, out, markdown, log, t_start):
+    """:func:`publish_model`, then the pipeline's last log line; returns 0 (the exit status)."""
+    import time
+    out = os.path.abspath(out)
+    md = publish_model(bare_onnx, card, out, markdown)
+    log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
+        f"{time.perf_counter() - t_start:.0f} s")
+    return 0

@@ -592,12 +592,8 @@ def main(argv=None):
     card = cardlib.build_card(mean=mean, std=std, patch_px=cfg["patch_px"],
                               stride_px=cfg["stride_px"], gsd_m=cfg["gsd_m"], training=training,
                               metrics=metrics, architecture=arch, data=data)
-    from .onnx_io import publish_model
-    out = os.path.abspath(args.out)
-    md = publish_model(bare, card, out, cardlib.card_markdown)
-    log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
-        f"{time.perf_counter() - t_start:.0f} s")
-    return 0
+    from .onnx_io import publish_and_log
+    return publish_and_log(bare, card, args.out, cardlib.card_markdown, log, t_start)
 
 
 if __name__ == "__main__":

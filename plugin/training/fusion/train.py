@@ -778,12 +778,8 @@ def main(argv=None):
     card = cardlib.build_card(stats=stats, training=training, metrics=metrics,
                               architecture=architecture, data=data, context_cells=context,
                               ablation=args.ablation)
-    from ..onnx_io import publish_model
-    out = os.path.abspath(args.out)
-    md = publish_model(bare, card, out, cardlib.card_markdown)
-    log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
-        f"{time.perf_counter() - t_start:.0f} s")
-    return 0
+    from ..onnx_io import publish_and_log
+    return publish_and_log(bare, card, args.out, cardlib.card_markdown, log, t_start)
 
 
 if __name__ == "__main__":
