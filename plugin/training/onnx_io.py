@@ -98,3 +98,17 @@ def publish_and_log(bare_onnx, card, out, markdown, log, t_start):
     log(f"Wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {md}; total "
         f"{time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def export_in_subprocess(module, checkpoint, out, *extra_args, cwd=None):
+    """Run ``python -m module checkpoint out [extra_args]`` (one export per process: the
+    exporter keeps global state) and return the JSON line it prints last."""
+    import json
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", module, checkpoint, out, *extra_args],
+                         cwd=cwd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout + res.stderr)
+        raise SystemExit("ONNX export failed")
+    return json.loads(res.stdout.strip().splitlines()[-1])

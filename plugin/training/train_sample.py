@@ -13,11 +13,9 @@
    the Markdown card beside it.
 """
 import argparse
-import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -27,6 +25,7 @@ from ..core.tiling import blend_weights, tile_starts
 from . import card as cardlib
 from .data import (BUILD_DIR, IGNORE, REPO_ROOT, band_statistics, city_arrays,
                    generator_fingerprint)
+from .onnx_io import export_in_subprocess
 from .metrics import confusion_matrix, scores
 
 INPUT_NAMES = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter")
@@ -389,12 +388,7 @@ def main(argv=None):
 
     log("4/6 Export to ONNX (separate process) and parity check")
     bare = os.path.join(args.workdir, "model_nocard.onnx")
-    res = subprocess.run([sys.executable, "-m", "plugin.training.export", ckpt, bare],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout + res.stderr)
-        raise SystemExit("ONNX export failed")
-    export_info = json.loads(res.stdout.strip().splitlines()[-1])
+    export_info = export_in_subprocess("plugin.training.export", ckpt, bare, cwd=REPO_ROOT)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e}")
 
     from .model import count_parameters, receptive_radius

@@ -22,10 +22,8 @@ and the card asks the engine for ``patch_px`` pixels at ``gsd_m`` (64 px at 2 m 
 0.3 m and 2 m imagery are both averaged onto the same 2 m grid before classification.
 """
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -35,6 +33,7 @@ from . import vhr_card as cardlib
 from .metrics import confusion_matrix, scores
 from .train_sample import hardware
 from .data import REPO_ROOT
+from .onnx_io import export_in_subprocess
 from .vhr_data import (CACHE_DIR, DATASETS, SPLIT_CSV, data_dir, image_cache, load_split,
                        read_manifest)
 
@@ -413,12 +412,7 @@ def main(argv=None):
 
     log("3/6 Export to ONNX (separate process) and parity check")
     bare = os.path.join(args.workdir, "model_nocard.onnx")
-    res = subprocess.run([sys.executable, "-m", "plugin.training.vhr_export", ckpt, bare],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout + res.stderr)
-        raise SystemExit("ONNX export failed")
-    export_info = json.loads(res.stdout.strip().splitlines()[-1])
+    export_info = export_in_subprocess("plugin.training.vhr_export", ckpt, bare, cwd=REPO_ROOT)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e} "
         f"(batches {export_info['parity_batches']})")
 

@@ -34,7 +34,6 @@ import glob
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from ...core.tiling import blend_weights, tile_starts
 from ..data import BUILD_DIR, REPO_ROOT, _hash_files
+from ..onnx_io import export_in_subprocess
 from ..metrics import confusion_matrix, scores
 from . import card as cardlib
 from .export import OUTPUT_NAMES as OUTPUTS
@@ -634,13 +634,8 @@ def main(argv=None):
     # one torch thread: the parity check runs many small graphs, where a second thread gains
     # little and, measured on the 2-core machine while another process kept a core busy, made
     # the export 4x slower (default network 94 s with 2 threads, 22 s with 1)
-    res = subprocess.run([sys.executable, "-m", "plugin.training.fusion.export", ckpt, bare,
-                          "--threads", "1"],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout + res.stderr)
-        raise SystemExit("ONNX export failed")
-    export_info = json.loads(res.stdout.strip().splitlines()[-1])
+    export_info = export_in_subprocess("plugin.training.fusion.export", ckpt, bare,
+                                       "--threads", "1", cwd=REPO_ROOT)
     times["export"] = round(time.perf_counter() - t, 1)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e} over "
         f"{export_info['parity_cases']} cases, {times['export']:.0f} s")
