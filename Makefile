@@ -7,7 +7,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample train-vhr train-fusion screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr train-fusion fusion-ablations screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
@@ -16,6 +16,7 @@ help:
 	@echo "make train-sample  retrain the bundled sample-city model"
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
+	@echo "make fusion-ablations  the fusion ablation study (6 variants x 2 seeds, short schedule; about 75 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 
@@ -39,6 +40,9 @@ train-vhr: setup
 
 train-fusion: setup
 	@$(PY) -m plugin.training.fusion.train --out models/urban_fusion.onnx
+
+fusion-ablations: setup
+	@$(PY) -m plugin.training.fusion.ablations
 
 screenshots: setup
 	@$(PY) scripts/screenshots.py docs

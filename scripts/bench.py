@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 MODEL = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
 VHR_MODEL = os.path.join(ROOT, "models", "vhr_scenes_resnet.onnx")
+FUSION_MODEL = os.path.join(ROOT, "models", "urban_fusion.onnx")
 BUILD = os.path.join(ROOT, "build", "bench")
 MEMORY_GROWTH_LIMIT = 1.05  # peak RSS at 4x the rows may be at most 5 % above 1x
 GDAL_CACHE_MB = "64"
@@ -82,6 +83,9 @@ def main():
     # the real-scene VHR model: 120 m windows every 30 m (4 test-time views each)
     results["sample_city_vhr_scenes_model"] = run_case("sample_city_vhr_scenes_model",
                                                        {"vhr": city.vhr}, VHR_MODEL)
+    # the default model for any input set with NTL or Sentinel-2: all six sample-city inputs
+    results["sample_city_urban_fusion"] = run_case("sample_city_urban_fusion", city.inputs,
+                                                   FUSION_MODEL)
     width = 1024
     for rows in (1024, 4096):
         path = synthetic_s2(os.path.join(BUILD, f"s2_{width}x{rows}.tif"), width, rows)

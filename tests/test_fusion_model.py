@@ -38,6 +38,35 @@ def test_card_declares_seven_inputs_and_graph_outputs(card):
     assert "simulated" in (card.raw["limitations"] + card.raw["summary"]).lower()
 
 
+def test_vhr_stream_started_from_the_real_data_vhr_encoder(card):
+    """Issue 6: the VHR trunk is the stem and first two stages of the bundled VHR scene
+    classifier (its hash recorded), fed with that classifier's normalisation."""
+    import hashlib
+    import onnx
+    arch = card.raw["architecture"]
+    assert arch["config"]["vhr_encoder"] == "scene_resnet"
+    init = arch["vhr_init"]
+    vhr_file = os.path.join(ROOT, init["file"])
+    with open(vhr_file, "rb") as f:
+        assert init["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    vhr_card = onnx.load(vhr_file).metadata_props
+    import json
+    vhr_spec = json.loads({p.key: p.value for p in vhr_card}["model_card"])["inputs"][0]
+    spec = [s for s in card.raw["inputs"] if s["name"] == "vhr"][0]
+    assert np.allclose(spec["mean"], vhr_spec["mean"], atol=1e-6)
+    assert np.allclose(spec["std"], vhr_spec["std"], atol=1e-6)
+    assert card.output.size_multiple == 8 and card.tile_multiple() == 8
+    assert "vhr_scenes_resnet" in card.raw["provenance"]
+
+
+def test_card_reports_the_misregistration_test(card):
+    mis = card.raw["metrics"]["ntl_misregistration"]
+    assert set(mis) == {"0px", "2px"}
+    for res in mis.values():
+        assert set(res) == {"all", "vhr_ntl"}
+        assert all(0 < r["miou"] <= 1 for r in res.values())
+
+
 def test_markdown_card_is_generated_from_the_stored_card(card):
     from plugin.training.fusion.card import card_markdown
     with open(MODEL_MD, encoding="utf-8") as f:
@@ -67,7 +96,7 @@ def test_onnx_matches_torch_for_every_input_subset(card):
     sess = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
     worst = 0.0
     for k, (name, present) in enumerate(parity_subsets()):
-        x = example_inputs(1, 20, 28, seed=k, present=present, config=config)
+        x = example_inputs(1, 24, 40, seed=k, present=present, config=config)
         with torch.no_grad():
             ref = [t.numpy() for t in model(*x)]
         out = sess.run(list(OUTPUT_NAMES), {n: t.numpy() for n, t in zip(INPUT_NAMES, x)})

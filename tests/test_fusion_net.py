@@ -327,7 +327,8 @@ def _export(tmp_path_factory, name, config):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return _export(tmp_path_factory, "default", {})
+    # the bundled design: the SceneResNet VHR trunk (tiles in multiples of 8 cells)
+    return _export(tmp_path_factory, "default", {"vhr_encoder": "scene_resnet"})
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +362,7 @@ def test_onnx_export_default(exported):
     assert summary["opset"] == 17 and summary["ir_version"] == 8
     assert summary["parity_max_abs_diff"] < 1e-4 and summary["parity_cases"] == 40
     assert os.path.getsize(onnx_path) < 20e6
-    worst = _ort_parity(net, onnx_path, 36, 20)        # exported at 32 x 32
+    worst = _ort_parity(net, onnx_path, 40, 16)        # exported at 32 x 32
     assert len(worst) == 20 and max(worst.values()) < 1e-4, worst
 
 
@@ -371,3 +372,53 @@ def test_onnx_export_bilstm_and_ablations(exported_ablation):
     assert os.path.getsize(onnx_path) < 20e6
     worst = _ort_parity(net, onnx_path, 12, 44, batch=3)
     assert max(worst.values()) < 1e-4, worst
+
+
+# ------------------------------------------------------------------ VHR trunk from the classifier
+
+VHR_MODEL = os.path.join(ROOT, "models", "vhr_scenes_resnet.onnx")
+
+
+def test_scene_resnet_trunk_shapes_and_tile_multiple():
+    torch.manual_seed(3)
+    net = randomise(UrbanFusionNet(vhr_encoder="scene_resnet"))
+    assert net.size_multiple == 8 and net.config["vhr_low"] == net.config["vhr_scene_width"]
+    x = example_inputs(2, 40, 16, seed=2, config=net.config)
+    assert x[0].shape[-2:] == (200, 80)
+    logits, built_up, gates = net(*x)
+    assert logits.shape == (2, 8, 40, 16) and built_up.shape == (2, 1, 40, 16)
+    assert torch.allclose(gates.sum(dim=1), torch.ones(2, 40, 16), atol=1e-5)
+    s1, s2 = net.vhr_trunk(x[0])
+    assert s1.shape[-2:] == (50, 20) and s2.shape[-2:] == (25, 10)    # 8 m and 16 m
+    with pytest.raises(ValueError, match="multiples of 8"):
+        example_inputs(1, 36, 36, config=net.config)
+
+
+def test_vhr_trunk_starts_from_the_bundled_vhr_classifier():
+    """The trainer's --vhr-init: the trunk computes exactly what the bundled classifier's stem
+    and first two stages compute, and the card record names the file and its hash."""
+    pytest.importorskip("onnx")
+    import hashlib
+    from plugin.training.fusion.train import VHR_LR_MULT, load_vhr_init
+    scene_net, record = load_vhr_init(VHR_MODEL)
+    with open(VHR_MODEL, "rb") as f:
+        assert record["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert record["file"] == "models/vhr_scenes_resnet.onnx" and record["lr_mult"] == VHR_LR_MULT
+    assert len(record["mean"]) == 3 and all(0 < v < 1 for v in record["std"])
+    net = UrbanFusionNet(vhr_encoder="scene_resnet", vhr_scene_width=record["width"]).eval()
+    img = torch.randn(1, 3, 80, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = net.vhr_trunk(img)[1]
+        net.vhr_trunk.load_scene_resnet(scene_net)
+        s1, s2 = net.vhr_trunk(img)
+        ref1 = scene_net.layers[0:2](scene_net.stem(img))
+        ref2 = scene_net.layers[2:4](ref1)
+    assert torch.equal(s1, ref1) and torch.equal(s2, ref2)
+    assert not torch.allclose(before, s2)           # the weights did change
+    assert record["parameters_copied"] == count_parameters(net.vhr_trunk)
+
+
+def test_vhr_init_refuses_a_missing_file(tmp_path):
+    from plugin.training.fusion.train import load_vhr_init
+    with pytest.raises(SystemExit, match="make train-vhr"):
+        load_vhr_init(str(tmp_path / "nope.onnx"))

@@ -74,6 +74,23 @@ def test_receptive_bound_covers_measurement():
     assert 0 < measured <= bound, (measured, bound)
 
 
+def test_receptive_bound_covers_measurement_with_the_scene_resnet_trunk():
+    torch.manual_seed(4)
+    net = UrbanFusionNet(**T.CONFIGS["default"])
+    assert net.config["vhr_encoder"] == "scene_resnet"
+    with torch.no_grad():
+        w = net.align.offset[-1].weight
+        w.copy_(torch.randn(w.shape) * 0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        measured = T.receptive_radius(net.eval(), cells=80)
+    finally:
+        torch.set_num_threads(threads)
+    bound = T.receptive_bound(net.config)
+    assert 0 < measured <= bound, (measured, bound)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fusion_train")
@@ -121,6 +138,11 @@ def test_pipeline_end_to_end(pipeline):
         assert all(gates[g] == 0.0 for g in gates if g not in present), (key, gates)
         assert math.isclose(sum(gates.values()), 1.0, abs_tol=1e-3), (key, gates)
 
+    mis = card["metrics"]["ntl_misregistration"]
+    assert set(mis) == {"0px", "2px"} and set(mis["2px"]) == {"all", "vhr_ntl"}
+    assert card["architecture"]["vhr_init"] is None      # the tiny config: patchify encoder
+    assert parsed.output.size_multiple == 4
+
     tr = card["training"]
     assert tr["seed"] == 0 and tr["train_scenes"] == 2 and tr["validation_scenes"] == 1
     assert tr["epochs"] == 1 and tr["steps"] >= 1 and tr["hardware"]
@@ -130,3 +152,34 @@ def test_pipeline_end_to_end(pipeline):
 
     with open(md_path, encoding="utf-8") as f:
         assert f.read() == cardlib.card_markdown(card)
+
+
+@pytest.mark.shared
+@needs_scenes
+def test_ablation_report_tabulates_finished_runs(pipeline, tmp_path):
+    """make fusion-ablations' report: rows from the runs' cards (mean and spread over seeds),
+    'not run' for missing variants, and the README block between the markers replaced."""
+    import shutil
+    from plugin.training.fusion import ablations as A
+    out, _ = pipeline
+    steps = A.read_card(str(out))["training"]["steps"]
+    runs = tmp_path / "runs"
+    for seed, variant in ((0, "base"), (1, "base"), (0, "concat")):
+        (runs / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, A.run_path(seed, variant, str(runs)))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{A.MARK_START}\nold table\n{A.MARK_END}\noutro\n")
+    md, js = tmp_path / "abl.md", tmp_path / "abl.json"
+    result = A.report([0, 1], steps, str(runs), str(md), str(js), str(readme))
+    assert set(result) == {"base", "concat"} and set(result["base"]) == {0, 1}
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    base_row = [ln for ln in text.splitlines() if ln.startswith("| Bundled design")][0]
+    miou = A.read_card(str(out))["metrics"]["subsets"]["all"]["miou"]
+    assert f"{miou:.3f} ± 0.000" in base_row             # two identical runs: no spread
+    assert "not run" in [ln for ln in text.splitlines() if ln.startswith("| No NTL")][0]
+    data = json.loads(js.read_text())
+    assert data["steps"] == steps and set(data["runs"]["base"]) == {"0", "1"}
+    assert md.read_text().count("| Concatenation") == 1
+    with pytest.raises(SystemExit, match="no finished base runs"):
+        A.report([0], steps + 1, str(runs), str(md), str(js), str(readme))

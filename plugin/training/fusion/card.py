@@ -12,7 +12,7 @@ from ..card import _fmt, _value, markdown_architecture_and_data, markdown_head, 
 from ..vhr_card import SOURCES
 
 NAME = "urban-fusion"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 TITLE = ("Urban fusion network (VHR + night-time light + Sentinel-2 seasons + temporal "
          "signature), trained on generated scenes")
 SUMMARY = ("Trained only on generated scenes: real VHR scene images (AID, UC Merced, RSSCN7) "
@@ -23,7 +23,7 @@ LICENCE = "GPL-2.0-or-later"
 MASK_INPUT = "valid"
 OUTPUT_NAME = "probs"
 OUTPUT_GSD = 10.0
-SIZE_MULTIPLE = 4
+SIZE_MULTIPLE = 8   # the VHR trunk's 16 m grid is whole in a tile of 8 cells (4: patchify)
 DEFAULT_TILE = 128
 MIN_OVERLAP = 32
 S2_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
@@ -42,12 +42,14 @@ SUBSET_LABELS = {
     "all_but_ntl": "All but NTL",
     "all_but_s2": "All but S2",
     "all_but_temporal": "All but temporal",
+    "vhr_ntl": "VHR + NTL",
 }
 ABLATION_TITLES = {
     "concat": "ablation: concatenation instead of gated fusion",
     "no_align": "ablation: no cross-modal NTL alignment",
     "no_aux": "ablation: no feature-consistency / triplet losses",
     "feature_s2": "ablation: feature-level instead of decision-level Sentinel-2 seasons",
+    "no_vhr_init": "ablation: VHR trunk trained from scratch",
 }
 
 
@@ -107,7 +109,7 @@ def derived_outputs():
 
 
 def build_card(stats=None, training=None, metrics=None, architecture=None, data=None,
-               context_cells=32, ablation=None, months=MONTHS):
+               context_cells=32, ablation=None, months=MONTHS, size_multiple=SIZE_MULTIPLE):
     """The full card dict (validated with ``parse_card``). ``ablation``: a key of
     :data:`ABLATION_TITLES` for the ablation runs (another name and title)."""
     name, title = NAME, TITLE
@@ -125,7 +127,7 @@ def build_card(stats=None, training=None, metrics=None, architecture=None, data=
         "inputs": input_specs(stats, months),
         "mask_input": MASK_INPUT,
         "min_inputs": 1,
-        "output": {"name": OUTPUT_NAME, "gsd_m": OUTPUT_GSD, "size_multiple": SIZE_MULTIPLE,
+        "output": {"name": OUTPUT_NAME, "gsd_m": OUTPUT_GSD, "size_multiple": int(size_multiple),
                    "context_cells": int(context_cells), "default_tile": DEFAULT_TILE,
                    "default_overlap": default_overlap(context_cells),
                    "content": "class probabilities [N, n_classes, H, W] (softmax in the graph)"},
@@ -158,8 +160,14 @@ def build_card(stats=None, training=None, metrics=None, architecture=None, data=
         "licence": LICENCE,
         "provenance": (
             "Network, losses, training and export code in plugin/training/fusion (net.py, "
-            "losses.py, train.py, export.py), trained from scratch (random initialisation, no "
-            "pretrained weights). Training and validation scenes are made by "
+            "losses.py, train.py, export.py). " + (
+                "The VHR trunk starts from our VHR scene classifier "
+                f"({(architecture or {})['vhr_init']['file']}, trained by make train-vhr on "
+                "the train split of the same scene images); everything else starts from a "
+                "random initialisation. "
+                if (architecture or {}).get("vhr_init") else
+                "Trained from scratch (random initialisation, no pretrained weights). ") +
+            "Training and validation scenes are made by "
             "plugin/training/fusion/scenes.py: sample-city layouts (plugin/samplecity, our own "
             "code), real VHR scene images of the AID, UC Merced and RSSCN7 datasets "
             "(relabelled to the 8 classes; train / validation images as in "
@@ -218,8 +226,19 @@ def card_markdown(card):
     if subsets:
         lines += ["## Validation metrics", "", metrics.get("description", ""), ""]
         lines += _metrics_table(subsets, names) + [""]
+        mis = metrics.get("ntl_misregistration") or {}
+        if mis:
+            lines += ["NTL mis-registration test: the same validation scenes with the night-time "
+                      "light shifted by exactly 0 or 2 pixels of 40 m (instead of the random "
+                      "0-2 pixel shift of training):", "",
+                      "| NTL shift | Inputs | OA | mIoU | Macro F1 |", "|---|---|---:|---:|---:|"]
+            for shift, res in mis.items():
+                for m in res.values():
+                    lines.append(f"| {shift} | {m.get('label')} | {_fmt(m['overall_accuracy'])}"
+                                 f" | {_fmt(m['miou'])} | {_fmt(m['macro_f1'])} |")
+            lines.append("")
         for k, v in metrics.items():
-            if k not in ("subsets", "description"):
+            if k not in ("subsets", "description", "ntl_misregistration"):
                 lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
         lines.append("")
     lines += ["## Provenance", "", card["provenance"], "", "## Data licences", ""]

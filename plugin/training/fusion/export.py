@@ -5,8 +5,9 @@
 The checkpoint is ``torch.save({"config": net.config, "state_dict": net.state_dict()})``.
 Graph inputs: vhr, ntl, s2_spring, s2_summer, s2_autumn, s2_winter, temporal, valid (see
 :mod:`.net`); outputs: ``probs`` [N, 8, H, W] (softmax), ``built_up`` [N, 1, H, W], ``gates``
-[N, 4, H, W]. Batch and spatial sizes are dynamic (for any h: vhr 20h, ntl h, Sentinel-2 4h,
-temporal h, valid 4h; widths likewise).
+[N, 4, H, W]. Batch and spatial sizes are dynamic: H and W any multiple of the network's
+``size_multiple`` (8 with the SceneResNet VHR trunk, 4 with the patchify one); vhr 5H, ntl and
+temporal H/4, Sentinel-2 and valid H.
 
 Parity with torch is checked in onnxruntime at two spatial sizes other than the exported one,
 for every non-empty subset of the inputs with the four Sentinel-2 seasons as one group (15) and
@@ -28,7 +29,7 @@ from .. import onnx_io
 from ..onnx_io import OPSET
 
 EXPORT_CELLS = (32, 32)
-CHECK_CELLS = ((24, 40), (40, 28))   # (height, width), both differ from the export size
+CHECK_CELLS = ((24, 40), (40, 16))   # (height, width), both differ from the export size
 CHECK_BATCH = 2
 PARITY_TOL = 1e-4
 OUTPUT_NAMES = ("probs", "built_up", "gates")
@@ -62,10 +63,12 @@ def export(net, out_path, cells=EXPORT_CELLS):
     # batch 2 in the example so torch.export does not specialise the batch dimension to 1
     x = example_inputs(2, *cells, seed=1, config=net.config)
     n = Dim("batch", min=1, max=1024)
-    h = Dim("ntl_height", min=1, max=16384)
-    w = Dim("ntl_width", min=1, max=16384)
-    factor = {"vhr": 20, "ntl": 1, "temporal": 1}   # relative to the 40 m grid; others 4
-    shapes = {nm: {0: n, 2: factor.get(nm, 4) * h, 3: factor.get(nm, 4) * w}
+    unit = net.size_multiple                         # output cells per size unit
+    h = Dim("height_units", min=1, max=8192)
+    w = Dim("width_units", min=1, max=8192)
+    # sizes in units: vhr 5 * unit px per unit, ntl / temporal unit / 4, the others unit
+    factor = {"vhr": 5 * unit, "ntl": unit // 4, "temporal": unit // 4}
+    shapes = {nm: {0: n, 2: factor.get(nm, unit) * h, 3: factor.get(nm, unit) * w}
               for nm in INPUT_NAMES}
     params = list(inspect.signature(model.forward).parameters)
     dynamic_shapes = {p: shapes[nm] for p, nm in zip(params, INPUT_NAMES)}

@@ -12,8 +12,14 @@ A missing modality is fed as zeros with mask 0.
 
 Architecture (D = ``width``)::
 
-    VHR  2 m: 3x3 texture conv -> stride-5 patchify conv (10 m, the decoder's low-level
-              features) -> residual blocks (10 m)                            -> proj -> D
+    VHR  2 m, vhr_encoder="scene_resnet" (the bundled model): the stem and first two stages of
+              the real-data VHR scene classifier (..vhr_model.SceneResNet, initialised from
+              models/vhr_scenes_resnet.onnx by the trainer): 8 m stage-1 features resized to
+              the 10 m grid (the decoder's low-level features), 16 m stage-2 features resized
+              to 10 m -> residual blocks (10 m)                                -> proj -> D
+              (H and W multiples of 8, so the 16 m grid is whole in every tile);
+         vhr_encoder="patchify" (trained from scratch): 3x3 texture conv -> stride-5 patchify
+              conv (10 m, low-level) -> residual blocks (10 m)
     NTL 40 m: convs -> bilinear x4 (10 m)                                     -> proj -> D
     CSAGFNet: spatial attention on both; offsets (2 ch, cells) from their concatenation;
               NTL warped onto VHR with grid_sample (skipped with align=False)
@@ -38,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..model import NTL_FACTOR, S2_SEASONS, VHR_FACTOR
+from ..vhr_model import SceneResNet
 from .modules import (ASPP, BasicBlock, ConvBNReLU, OffsetAligner, SpecificInvariantExtractor)
 from .temporal import make_temporal_encoder
 
@@ -50,6 +57,34 @@ EPS = 1e-6
 
 def _up(x, factor):
     return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+
+
+def _resize(x, size):
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SceneResNetTrunk(nn.Module):
+    """The stem and first two stages of :class:`..vhr_model.SceneResNet` (``stem_stride`` 4):
+    2 m RGB [N, 3, P, P] -> (stage 1 [N, w, P/4, P/4] at 8 m, stage 2 [N, 2w, P/8, P/8] at
+    16 m). Built from a SceneResNet so the module names match and its weights load as they are
+    (:meth:`load_scene_resnet`); the deeper stages and the classifier are not used."""
+
+    def __init__(self, width=32, in_bands=3):
+        super().__init__()
+        full = SceneResNet(width=width, in_bands=in_bands, stem_stride=4)
+        self.stem = full.stem
+        self.stage1 = full.layers[0:2]
+        self.stage2 = full.layers[2:4]
+
+    def load_scene_resnet(self, scene_net):
+        """Copy the stem and stages 1-2 of a trained SceneResNet (same width and bands)."""
+        self.stem.load_state_dict(scene_net.stem.state_dict())
+        self.stage1.load_state_dict(scene_net.layers[0:2].state_dict())
+        self.stage2.load_state_dict(scene_net.layers[2:4].state_dict())
+
+    def forward(self, x):
+        s1 = self.stage1(self.stem(x))
+        return s1, self.stage2(s1)
 
 
 def _masked_mean(items, masks):
@@ -72,8 +107,13 @@ class UrbanFusionNet(nn.Module):
                  temporal_kernels=(24, 24, 7, 7, 3), temporal_strides=(1, 24, 1, 7, 1),
                  lstm_hidden=16, align=True, max_offset=8.0, fusion="gated",
                  s2_fusion="decision", aspp_rates=(1, 2, 3), aspp_branch=32, low_proj=16,
-                 builtup_hidden=32):
+                 builtup_hidden=32, vhr_encoder="patchify", vhr_scene_width=32):
         super().__init__()
+        if vhr_encoder not in ("patchify", "scene_resnet"):
+            raise ValueError(f"vhr_encoder must be 'patchify' or 'scene_resnet', not "
+                             f"{vhr_encoder!r}")
+        if vhr_encoder == "scene_resnet":
+            vhr_low = vhr_scene_width          # the low-level features are stage 1's
         if fusion not in ("gated", "concat"):
             raise ValueError(f"fusion must be 'gated' or 'concat', not {fusion!r}")
         if s2_fusion not in ("decision", "feature"):
@@ -86,23 +126,28 @@ class UrbanFusionNet(nn.Module):
             temporal_kernels=tuple(temporal_kernels), temporal_strides=tuple(temporal_strides),
             lstm_hidden=lstm_hidden, align=bool(align), max_offset=float(max_offset),
             fusion=fusion, s2_fusion=s2_fusion, aspp_rates=tuple(aspp_rates),
-            aspp_branch=aspp_branch, low_proj=low_proj, builtup_hidden=builtup_hidden)
+            aspp_branch=aspp_branch, low_proj=low_proj, builtup_hidden=builtup_hidden,
+            vhr_encoder=vhr_encoder, vhr_scene_width=vhr_scene_width)
         d = width
         self.n_classes = n_classes
         self.fusion = fusion
         self.s2_fusion = s2_fusion
 
-        # --- VHR encoder (2 m -> 10 m). A pretrained encoder plugs in here: anything mapping
-        # [N, 3, 5H, 5W] to low-level [N, vhr_low, H, W] and deep [N, width, H, W] features on
-        # the 10 m grid (e.g. the stem and first stages of a scene-classification ResNet such as
-        # ..vhr_model.SceneResNet, with its strides replaced by a stride-5 patchify step), loaded
-        # into vhr_texture / vhr_patch / vhr_blocks before training.
-        self.vhr_texture = ConvBNReLU(vhr_bands, vhr_texture, 3)
-        # the stride-5 patchify conv sees the raw colours and the texture responses of its 5x5
-        # pixels (as in ..model.SampleCityFusionNet)
-        self.vhr_patch = ConvBNReLU(vhr_bands + vhr_texture, vhr_low, VHR_FACTOR,
-                                    stride=VHR_FACTOR)
-        blocks, cin = [], vhr_low
+        # --- VHR encoder (2 m -> 10 m grid): low-level [N, vhr_low, H, W], deep [N, D, H, W]
+        self.vhr_encoder = vhr_encoder
+        # output cells per tile side must be a multiple of this (16 m stage-2 grid whole)
+        self.size_multiple = 8 if vhr_encoder == "scene_resnet" else NTL_FACTOR
+        if vhr_encoder == "scene_resnet":
+            self.vhr_trunk = SceneResNetTrunk(vhr_scene_width, vhr_bands)
+            cin = 2 * vhr_scene_width
+        else:
+            self.vhr_texture = ConvBNReLU(vhr_bands, vhr_texture, 3)
+            # the stride-5 patchify conv sees the raw colours and the texture responses of its
+            # 5x5 pixels (as in ..model.SampleCityFusionNet)
+            self.vhr_patch = ConvBNReLU(vhr_bands + vhr_texture, vhr_low, VHR_FACTOR,
+                                        stride=VHR_FACTOR)
+            cin = vhr_low
+        blocks = []
         for i in range(vhr_blocks):
             blocks.append(BasicBlock(cin, d, dilation=1 + i))   # dilation grows the context
             cin = d
@@ -154,8 +199,12 @@ class UrbanFusionNet(nn.Module):
                                           nn.Conv2d(builtup_hidden, 1, 1))
 
     # ------------------------------------------------------------------ streams
-    def vhr_stream(self, vhr):
-        """[N, 3, 5H, 5W] -> (low-level [N, vhr_low, H, W], deep [N, width, H, W])."""
+    def vhr_stream(self, vhr, size):
+        """[N, 3, 5H, 5W], size (H, W) -> (low-level [N, vhr_low, H, W], deep [N, width, H, W])."""
+        if self.vhr_encoder == "scene_resnet":
+            s1, s2 = self.vhr_trunk(vhr)
+            low = _resize(s1, size)            # 8 m -> 10 m
+            return low, self.vhr_blocks(_resize(s2, size))   # 16 m -> 10 m
         low = self.vhr_patch(torch.cat([vhr, self.vhr_texture(vhr)], dim=1))
         return low, self.vhr_blocks(low)
 
@@ -225,7 +274,7 @@ class UrbanFusionNet(nn.Module):
         m_s2 = torch.clamp(valid[:, 2:6].sum(dim=1, keepdim=True), max=1.0)
         group_masks = torch.cat([m_vhr, m_ntl, m_s2, m_t], dim=1)
 
-        low, deep = self.vhr_stream(vhr)
+        low, deep = self.vhr_stream(vhr, (valid.shape[-2], valid.shape[-1]))
         p_vhr = self.extract.project("vhr", deep)
         p_ntl = self.extract.project("ntl", self.ntl_stream(ntl))
         e_vhr, a_ntl, flow = self.align(p_vhr, p_ntl, m_vhr * m_ntl)
@@ -274,8 +323,9 @@ def example_inputs(n=1, height=32, width=None, seed=0, present=MODALITY_ORDER, c
     the present ones' masks are random per cell (that fraction set)."""
     config = config or {}
     width = height if width is None else width
-    if height % NTL_FACTOR or width % NTL_FACTOR:
-        raise ValueError("height and width must be multiples of 4")
+    multiple = 8 if config.get("vhr_encoder") == "scene_resnet" else NTL_FACTOR
+    if height % multiple or width % multiple:
+        raise ValueError(f"height and width must be multiples of {multiple}")
     g = torch.Generator().manual_seed(seed)
     h4, w4 = height // NTL_FACTOR, width // NTL_FACTOR
     shapes = {"vhr": (config.get("vhr_bands", 3), height * VHR_FACTOR, width * VHR_FACTOR),

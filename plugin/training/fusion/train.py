@@ -64,19 +64,30 @@ SUBSETS = {
     "all_but_ntl": ("vhr", "s2", "temporal"),
     "all_but_s2": ("vhr", "ntl", "temporal"),
     "all_but_temporal": ("vhr", "ntl", "s2"),
+    "vhr_ntl": ("vhr", "ntl"),
 }
+# NTL mis-registration test: the validation scenes again with the NTL shifted by exactly this
+# many 40 m pixels (east, south alternating by scene) instead of the random 0-2 pixel shift
+MISREGISTRATION_PX = (0, 2)
+MISREGISTRATION_SUBSETS = ("all", "vhr_ntl")
 CONFIGS = {
     # the unit tests' tiny network (tests/test_fusion_net.py)
     "tiny": dict(width=16, vhr_texture=8, vhr_low=8, vhr_blocks=1, ntl_hidden=8, s2_hidden=8,
                  temporal_channels=(8, 8, 8, 8, 8), aspp_branch=8, low_proj=8, builtup_hidden=8),
-    "default": {},
+    # the VHR stream is the stem and first two stages of the real-data VHR scene classifier
+    "default": {"vhr_encoder": "scene_resnet"},
 }
+VHR_INIT = os.path.join(REPO_ROOT, "models", "vhr_scenes_resnet.onnx")
+# the pretrained VHR trunk learns at this fraction of the learning rate (it already knows
+# real scene textures; the rest of the network starts from scratch)
+VHR_LR_MULT = 0.1
 # ablation -> (network config changes, loss weight changes)
 ABLATIONS = {
     "concat": ({"fusion": "concat"}, {}),
     "no_align": ({"align": False}, {}),
     "no_aux": ({}, {"w_fc": 0.0, "w_tri": 0.0}),
     "feature_s2": ({"s2_fusion": "feature"}, {"w_s2": 0.0}),
+    "no_vhr_init": ({}, {}),     # the same network, VHR trunk trained from scratch
 }
 LOSS_WEIGHTS = dict(w_fc=0.1, w_tri=1.0, w_builtup=1.0, w_s2=0.5)
 # the bundled model's settings: about 23 min on 2 idle CPU cores (measured 0.45 s per step)
@@ -121,9 +132,9 @@ def _to_cache(scene):
 
 def _make_cached(job):
     """Worker: make one scene and write it to ``path`` (atomically)."""
-    seed, split, cells, path = job
+    seed, split, cells, path, shift = job
     from .scenes import make_scene
-    arrays = _to_cache(make_scene(seed, split=split, cells=cells))
+    arrays = _to_cache(make_scene(seed, split=split, cells=cells, ntl_shift_px=shift))
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -141,14 +152,23 @@ def scene_path(seed, split, cells, key, cache_dir=SCENE_DIR):
     return os.path.join(cache_dir, f"{split}_{seed:05d}_{cells}c_{key}.npz")
 
 
-def get_scenes(seeds, split, cells, workers=1, cache_dir=SCENE_DIR, key=None):
-    """The scenes of ``seeds`` (dicts of raw arrays + meta), generated once and cached."""
+def _fixed_shift(seed, px):
+    """(east, south) NTL shift of ``px`` pixels, east for even seeds, south for odd ones."""
+    return (float(px), 0.0) if seed % 2 == 0 else (0.0, float(px))
+
+
+def get_scenes(seeds, split, cells, workers=1, cache_dir=SCENE_DIR, key=None, ntl_shift_px=None):
+    """The scenes of ``seeds`` (dicts of raw arrays + meta), generated once and cached.
+    ``ntl_shift_px``: the NTL mis-registration of every scene fixed to that many 40 m pixels
+    (:func:`_fixed_shift`) instead of the random draw (cached under their own names)."""
     key = key or scenes_fingerprint()
     os.makedirs(cache_dir, exist_ok=True)
-    paths = [scene_path(s, split, cells, key, cache_dir) for s in seeds]
-    todo = [(s, split, cells, p) for s, p in zip(seeds, paths) if not os.path.exists(p)]
-    for s, _, _, p in todo:   # stale entries of the same scene made by other code
-        for old in glob.glob(os.path.join(glob.escape(cache_dir), f"{split}_{s:05d}_{cells}c_*")):
+    name = split if ntl_shift_px is None else f"{split}-ntlshift{ntl_shift_px:g}"
+    paths = [scene_path(s, name, cells, key, cache_dir) for s in seeds]
+    todo = [(s, split, cells, p, None if ntl_shift_px is None else _fixed_shift(s, ntl_shift_px))
+            for s, p in zip(seeds, paths) if not os.path.exists(p)]
+    for s, _, _, p, _ in todo:   # stale entries of the same scene made by other code
+        for old in glob.glob(os.path.join(glob.escape(cache_dir), f"{name}_{s:05d}_{cells}c_*")):
             if old != p:
                 os.remove(old)
     if todo:
@@ -162,11 +182,11 @@ def get_scenes(seeds, split, cells, workers=1, cache_dir=SCENE_DIR, key=None):
         else:
             for job in todo:
                 _make_cached(job)
-        log(f"    made {len(todo)} {split} scenes of {cells} cells in "
+        log(f"    made {len(todo)} {name} scenes of {cells} cells in "
             f"{time.perf_counter() - t:.1f} s ({workers} process(es)); "
             f"{len(seeds) - len(todo)} from the cache")
     else:
-        log(f"    {len(seeds)} {split} scenes from the cache")
+        log(f"    {len(seeds)} {name} scenes from the cache")
     return [_load(p) for p in paths]
 
 
@@ -269,19 +289,29 @@ def class_weights(scenes, n_classes):
     return (w / w.mean()).astype(np.float32), counts
 
 
-def train(scenes, specs, net_config, loss_weights, args, device, n_classes):
+def train(scenes, specs, net_config, loss_weights, args, device, n_classes, vhr_init=None):
+    """``vhr_init``: a trained ..vhr_model.SceneResNet whose stem and stages 1-2 start the VHR
+    trunk (trained at VHR_LR_MULT x the learning rate), or None (trunk from scratch)."""
     import torch
     from . import losses as L
     from .net import UrbanFusionNet, count_parameters
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    net = UrbanFusionNet(n_classes=n_classes, **net_config).to(device)
+    net = UrbanFusionNet(n_classes=n_classes, **net_config)
+    if vhr_init is not None:
+        net.vhr_trunk.load_scene_resnet(vhr_init)
+    net = net.to(device)
     weights, counts = class_weights(scenes, n_classes)
     log(f"    model: {count_parameters(net):,} parameters; class weights "
         f"{[round(float(v), 2) for v in weights]}")
     wt = torch.from_numpy(weights).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    trunk = [p for n, p in net.named_parameters() if n.startswith("vhr_trunk.")]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("vhr_trunk.")]
+    mult = VHR_LR_MULT if vhr_init is not None else 1.0
+    groups = [{"params": rest, "lr_mult": 1.0}] + ([{"params": trunk, "lr_mult": mult}]
+                                                     if trunk else [])
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     steps = args.steps
     warmup = max(1, steps // 20)
 
@@ -307,7 +337,7 @@ def train(scenes, specs, net_config, loss_weights, args, device, n_classes):
         ts = time.perf_counter()
         xs, target, bu = batch_tensors()
         for grp in opt.param_groups:
-            grp["lr"] = lr_at(step)
+            grp["lr"] = lr_at(step) * grp["lr_mult"]
         out = net(*xs, return_aux=True)
         total, parts = L.fusion_loss(out, target, bu, class_weights=wt, generator=g,
                                      **loss_weights)
@@ -353,6 +383,39 @@ def train(scenes, specs, net_config, loss_weights, args, device, n_classes):
     return net.cpu(), timing, history, counts
 
 
+def load_vhr_init(path):
+    """(SceneResNet with the weights of the VHR scene classifier at ``path``, record for the
+    card: file, sha256, the classifier's VHR normalisation, parameters copied)."""
+    import hashlib
+    import onnx
+    from ..onnx_io import torch_net_from_onnx
+    from ..vhr_model import SceneResNet
+    from .net import SceneResNetTrunk, count_parameters
+    if not os.path.isfile(path):
+        raise SystemExit(f"--vhr-init {path}: no such file (make train-vhr makes it)")
+    model = onnx.load(path)
+    card = json.loads({p.key: p.value for p in model.metadata_props}["model_card"])
+    config = card["architecture"]["config"]
+    if config.get("stem_stride") != 4 or config.get("in_bands") != 3:
+        raise SystemExit(f"--vhr-init {path}: expected a SceneResNet with stem_stride 4 and "
+                         f"3 bands, found {config}")
+    net = torch_net_from_onnx(path, SceneResNet, config)
+    spec = card["inputs"][0]
+    if abs(float(spec["scale"]) - 1.0 / 255.0) > 1e-9:
+        raise SystemExit(f"--vhr-init {path}: its VHR input scale {spec['scale']} is not 1/255")
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    trunk = SceneResNetTrunk(config["width"], 3)
+    rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+    return net, {"file": rel, "sha256": sha, "model": card.get("name"),
+                 "version": card.get("version"), "width": config["width"],
+                 "copied": "stem, stages 1-2 (layers 0-3)",
+                 "parameters_copied": count_parameters(trunk),
+                 "lr_mult": VHR_LR_MULT,
+                 "mean": [float(v) for v in spec["mean"]],
+                 "std": [float(v) for v in spec["std"]]}
+
+
 # --- 5. receptive field ----------------------------------------------------------------------
 def receptive_bound(config):
     """An upper bound (output cells) of how far an input can change an output, from the layer
@@ -364,7 +427,13 @@ def receptive_bound(config):
     offset_reach = 3                                  # three 3x3 convs of the offset head
     warp = max(offset_reach, math.ceil(config["max_offset"]) + 1) if config["align"] else 0
     extract = 1                                       # specific / invariant 3x3
-    vhr_deep = 1 + sum(2 * (1 + i) for i in range(config["vhr_blocks"]))
+    if config.get("vhr_encoder") == "scene_resnet":
+        # SceneResNet stem + stages 1-2 reach 49 px of 2 m (3x3 s2, 3x3, 3x3 max pool s2, four
+        # 3x3 at 8 m, 3x3 s2, three 3x3 at 16 m), the resize to 10 m one 16 m pixel more
+        trunk = math.ceil((49 + 8) * 2.0 / 10.0)
+    else:
+        trunk = 1                                     # the stride-5 patchify conv
+    vhr_deep = trunk + sum(2 * (1 + i) for i in range(config["vhr_blocks"]))
     ntl = NTL_FACTOR * (2 + 1)                        # two 3x3 convs at 40 m + bilinear x4
     temporal = NTL_FACTOR * 1                         # per-cell encoder, bilinear x4
     s2 = 2                                            # 3x3 conv + 3x3 projection
@@ -444,7 +513,7 @@ def predict_scene(sess, sc, specs, present, tile, overlap):
     return tuple(acc[n] / wsum for n in OUTPUTS)
 
 
-def evaluate(onnx_path, val_scenes, specs, class_names, tile, overlap, threads):
+def open_session(onnx_path, threads):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -453,9 +522,16 @@ def evaluate(onnx_path, val_scenes, specs, class_names, tile, overlap, threads):
     outputs = [o.name for o in sess.get_outputs()]
     if outputs != list(OUTPUTS):
         raise SystemExit(f"exported outputs {outputs} != {list(OUTPUTS)}")
+    return sess
+
+
+def evaluate(sess, val_scenes, specs, class_names, tile, overlap, keys=tuple(SUBSETS),
+             indent="    "):
+    """{subset key: scores} of the exported model (``sess``) on ``val_scenes``."""
     subsets = {}
     n = len(class_names)
-    for key, groups in SUBSETS.items():
+    for key in keys:
+        groups = SUBSETS[key]
         present = sum((GROUPS[g] for g in groups), ())
         cm = 0
         abs_err, cells = 0.0, 0
@@ -476,9 +552,24 @@ def evaluate(onnx_path, val_scenes, specs, class_names, tile, overlap, threads):
                                    np.round(gate_sum / len(val_scenes), 4).tolist()))
         s["confusion_matrix"] = cm.tolist()
         subsets[key] = s
-        log(f"    {s['label']:<20} OA {s['overall_accuracy']:.3f}  mIoU {s['miou']:.3f}  "
+        log(f"{indent}{s['label']:<20} OA {s['overall_accuracy']:.3f}  mIoU {s['miou']:.3f}  "
             f"macro F1 {s['macro_f1']:.3f}  built-up MAE {s['built_up_mae']:.3f}")
-    return sess, subsets
+    return subsets
+
+
+def misregistration_test(sess, seeds, cells, workers, cache_dir, key, specs, class_names,
+                         tile, overlap):
+    """The validation scenes with the NTL shifted by exactly each of MISREGISTRATION_PX 40 m
+    pixels: {"<px>px": {subset: scores without confusion matrix}}."""
+    out = {}
+    for px in MISREGISTRATION_PX:
+        scenes = get_scenes(seeds, "val", cells, workers, cache_dir, key, ntl_shift_px=px)
+        log(f"    NTL shifted by {px} x 40 m:")
+        res = evaluate(sess, scenes, specs, class_names, tile, overlap,
+                       MISREGISTRATION_SUBSETS, indent="      ")
+        out[f"{px}px"] = {k: {m: v for m, v in r.items() if m != "confusion_matrix"}
+                          for k, r in res.items()}
+    return out
 
 
 def tiling_agreement(sess, sc, specs, tile, overlap):
@@ -544,6 +635,9 @@ def parse_args(argv):
     ap.add_argument("--workdir", default=None,
                     help="checkpoint and bare ONNX (default build/fusion_train/<name>)")
     ap.add_argument("--scene-dir", default=SCENE_DIR, help="scene cache folder")
+    ap.add_argument("--vhr-init", default=VHR_INIT,
+                    help="the trained VHR scene classifier (ONNX) whose stem and first two "
+                         "stages start the VHR trunk (default: the bundled one)")
     args = ap.parse_args(argv)
     if args.cells % 4 or args.cells < 32:
         ap.error("--cells must be a multiple of 4 and at least 32")
@@ -592,6 +686,12 @@ def main(argv=None):
         loss_weights.update(loss_change)
     class_names = [c["name"] for c in cardlib.build_card()["classes"]]
     times = {}
+    vhr_init, vhr_init_record = None, None
+    if net_config.get("vhr_encoder") == "scene_resnet" and args.ablation != "no_vhr_init":
+        vhr_init, vhr_init_record = load_vhr_init(args.vhr_init)
+        log(f"0/6 VHR trunk starts from {vhr_init_record['file']} (sha256 "
+            f"{vhr_init_record['sha256'][:12]}): stem and stages 1-2, "
+            f"{vhr_init_record['parameters_copied']:,} parameters")
 
     train_seeds = list(range(args.scenes))
     val_seeds = list(range(VAL_SEED0, VAL_SEED0 + args.val_scenes))
@@ -609,6 +709,8 @@ def main(argv=None):
     t = time.perf_counter()
     stand_in = cardlib.input_specs()
     stats = band_statistics(train_scenes, stand_in)
+    if vhr_init_record:   # feed the pretrained trunk exactly as the scene classifier was fed
+        stats["vhr"] = (vhr_init_record["mean"], vhr_init_record["std"])
     specs = _spec_by_name(cardlib.input_specs(stats))
     for spec in specs.values():
         log(f"    {spec['name']:<10} mean {np.round(spec['mean'][:3], 3).tolist()}"
@@ -621,7 +723,7 @@ def main(argv=None):
         f"{args.batch} x {args.crop}x{args.crop} cells ({args.epochs:g} epochs of "
         f"{args.steps_per_epoch} steps)")
     net, timing, history, counts = train(train_scenes, specs, net_config, loss_weights, args,
-                                         device, len(class_names))
+                                         device, len(class_names), vhr_init)
     log(f"    {timing['training_s']:.0f} s, {timing['s_per_step_median']:.3f} s per step "
         f"(median; mean {timing['s_per_step_mean']:.3f})")
     ckpt = os.path.join(args.workdir, "checkpoint.pt")
@@ -648,8 +750,11 @@ def main(argv=None):
     tile = cardlib.DEFAULT_TILE
     log(f"5/6 Validation of the exported model (onnxruntime, tiles {tile} overlap {overlap}); "
         f"receptive radius measured {measured} cells, bound {bound} cells")
-    sess, subsets = evaluate(bare, val_scenes, specs, class_names, tile, overlap, args.threads)
-    extra = {}
+    sess = open_session(bare, args.threads)
+    subsets = evaluate(sess, val_scenes, specs, class_names, tile, overlap)
+    extra = {"ntl_misregistration": misregistration_test(
+        sess, val_seeds, args.cells, args.threads, args.scene_dir, key, specs, class_names,
+        tile, overlap)}
     if args.cells > 64:
         extra["tiled_vs_whole_scene"] = tiling_agreement(sess, val_scenes[0], specs, 64,
                                                          min(overlap, 32))
@@ -660,8 +765,16 @@ def main(argv=None):
     from .net import count_parameters
     architecture = {
         "description": (
-            "UrbanFusionNet (plugin/training/fusion/net.py). VHR 2 m: 3x3 texture conv, stride-5 "
-            "patchify conv to the 10 m grid, residual blocks. NTL 40 m: convs, bilinear x4. "
+            "UrbanFusionNet (plugin/training/fusion/net.py). VHR 2 m: " + (
+                "the stem and first two stages of the real-data VHR scene classifier "
+                "(SceneResNet, " + ("initialised from " + vhr_init_record["file"] +
+                                    f", fine-tuned at {VHR_LR_MULT:g} x the learning rate"
+                                    if vhr_init_record else "trained from scratch") +
+                "); 8 m stage-1 features resized to 10 m are the decoder's low-level "
+                "features, 16 m stage-2 features resized to 10 m go through residual blocks. "
+                if net.config.get("vhr_encoder") == "scene_resnet" else
+                "3x3 texture conv, stride-5 patchify conv to the 10 m grid, residual blocks. ") +
+            "NTL 40 m: convs, bilinear x4. "
             "Cross-modal alignment (CSAGFNet-style): spatial attention on both, a predicted "
             "offset field warps NTL onto VHR (grid_sample, bounded by max_offset cells). "
             "Modality-specific and shared modality-invariant extractors. Sentinel-2: one stream "
@@ -677,6 +790,8 @@ def main(argv=None):
         "ablation": args.ablation,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items()},
         "receptive_field_radius_cells": {"measured": measured, "bound": bound},
+        "vhr_init": vhr_init_record and {k: v for k, v in vhr_init_record.items()
+                                         if k not in ("mean", "std")},
         "onnx_outputs": list(OUTPUTS),
         "onnx_opset": export_info["opset"],
         "onnx_ir_version": export_info["ir_version"],
@@ -772,7 +887,7 @@ def main(argv=None):
     training["time_s"]["total"] = round(time.perf_counter() - t_start, 1)
     card = cardlib.build_card(stats=stats, training=training, metrics=metrics,
                               architecture=architecture, data=data, context_cells=context,
-                              ablation=args.ablation)
+                              ablation=args.ablation, size_multiple=net.size_multiple)
     from ..onnx_io import publish_and_log
     return publish_and_log(bare, card, args.out, cardlib.card_markdown, log, t_start)
 
