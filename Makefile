@@ -16,7 +16,7 @@ help:
 	@echo "make train-sample  retrain the bundled sample-city model"
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
-	@echo "make fusion-ablations  the fusion ablation study (6 variants x 2 seeds, short schedule; about 75 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
+	@echo "make fusion-ablations  the fusion ablation study (6 variants x 3 seeds, short schedule; about 100 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 

@@ -30,7 +30,7 @@ README = os.path.join(REPO_ROOT, "README.md")
 MARK_START = "<!-- fusion-ablations:start -->"
 MARK_END = "<!-- fusion-ablations:end -->"
 DEFAULT_STEPS = 500
-DEFAULT_SEEDS = (0, 1)
+DEFAULT_SEEDS = (0, 1, 2)
 # variant -> (train.py --ablation value or None, row label)
 VARIANTS = {
     "base": (None, "Bundled design: gated fusion, NTL alignment, aux. losses, decision-level "
@@ -89,16 +89,16 @@ def run_scores(card, path):
         "all_oa": sub["all"]["overall_accuracy"],
         "best_single": miou[best_single],
         "best_single_key": best_single,
-        "fusion_gain": miou["all"] - miou[best_single],
+        "fusion_gain": round(miou["all"] - miou[best_single], 4),
         "vhr_only": miou["vhr_only"],
         "s2_only": miou["s2_only"],
         "vhr_ntl": miou.get("vhr_ntl"),
         "vhr_ntl_shift0": mis.get("0px", {}).get("vhr_ntl", {}).get("miou"),
         "vhr_ntl_shift2": mis.get("2px", {}).get("vhr_ntl", {}).get("miou"),
         "all_shift2": mis.get("2px", {}).get("all", {}).get("miou"),
-        "drop_one_mean": float(np.mean([miou["all"] - miou[k] for k in DROP_ONE])),
-        "drop_one_worst": float(max(miou["all"] - miou[k] for k in DROP_ONE)),
-        "drop_one": {k: miou["all"] - miou[k] for k in DROP_ONE},
+        "drop_one_mean": round(float(np.mean([miou["all"] - miou[k] for k in DROP_ONE])), 4),
+        "drop_one_worst": round(float(max(miou["all"] - miou[k] for k in DROP_ONE)), 4),
+        "drop_one": {k: round(miou["all"] - miou[k], 4) for k in DROP_ONE},
         "training_s": card["training"]["timing"]["training_s"],
         "s_per_step": card["training"]["timing"]["s_per_step_median"],
         "steps": card["training"]["steps"],
@@ -126,7 +126,8 @@ def _cell(values, fmt):
         return "–"
     if len(vals) == 1:
         return fmt.format(vals[0])
-    return f"{fmt.format(float(np.mean(vals)))} ± {float(np.std(vals, ddof=0)):.3f}"
+    spread = fmt.replace("+", "").format(float(np.std(vals, ddof=0)))
+    return f"{fmt.format(float(np.mean(vals)))} ± {spread}"
 
 
 def report(seeds, steps, out_dir=OUT_DIR, doc_md=DOC_MD, doc_json=DOC_JSON, readme=README):
