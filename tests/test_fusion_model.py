@@ -42,16 +42,14 @@ def test_vhr_stream_started_from_the_real_data_vhr_encoder(card):
     """Issue 6: the VHR trunk is the stem and first two stages of the bundled VHR scene
     classifier (its hash recorded), fed with that classifier's normalisation."""
     import hashlib
-    import onnx
+    from plugin.core.model_card import read_card
     arch = card.raw["architecture"]
     assert arch["config"]["vhr_encoder"] == "scene_resnet"
     init = arch["vhr_init"]
     vhr_file = os.path.join(ROOT, init["file"])
     with open(vhr_file, "rb") as f:
         assert init["sha256"] == hashlib.sha256(f.read()).hexdigest()
-    vhr_card = onnx.load(vhr_file).metadata_props
-    import json
-    vhr_spec = json.loads({p.key: p.value for p in vhr_card}["model_card"])["inputs"][0]
+    vhr_spec = read_card(vhr_file).raw["inputs"][0]
     spec = [s for s in card.raw["inputs"] if s["name"] == "vhr"][0]
     assert np.allclose(spec["mean"], vhr_spec["mean"], atol=1e-6)
     assert np.allclose(spec["std"], vhr_spec["std"], atol=1e-6)

@@ -133,6 +133,16 @@ def markdown_inputs(card, statistics_from):
     return lines
 
 
+def markdown_output(card):
+    """The paragraph on the class-probability output of a segmentation card's ``output``."""
+    out = card["output"]
+    return (f"`{out['name']}`: class probabilities `[N, {len(card['classes'])}, H, W]` "
+            f"(softmax inside the graph) on {out['gsd_m']:g} m cells. Tiles must be multiples "
+            f"of {out['size_multiple']} cells. Receptive field radius "
+            f"{out['context_cells']} cells; default tile {out['default_tile']} cells with "
+            f"{out['default_overlap']} cells overlap.")
+
+
 def markdown_architecture_and_data(card, images_word="images"):
     """The ``## Architecture`` and ``## Data`` sections (data sources with citations, copies used
     and licences, then the other data keys)."""
@@ -161,15 +171,9 @@ def markdown_architecture_and_data(card, images_word="images"):
 
 def card_markdown(card):
     """Human-readable model card (``models/sample_city_fusion.md``) from the same dict."""
-    out = card["output"]
     lines = markdown_head(card, "train_sample", "train-sample", "sample_city_fusion.onnx")
     lines += markdown_inputs(card, "training cities")
-    lines += ["", "## Output", "",
-              f"`{out['name']}`: class probabilities `[N, {len(card['classes'])}, H, W]` "
-              f"(softmax inside the graph) on {out['gsd_m']:g} m cells. Tiles must be multiples "
-              f"of {out['size_multiple']} cells. Receptive field radius "
-              f"{out['context_cells']} cells; default tile {out['default_tile']} cells with "
-              f"{out['default_overlap']} cells overlap.", ""]
+    lines += ["", "## Output", "", markdown_output(card), ""]
     lines += markdown_architecture_and_data(card)
     tr = card.get("training") or {}
     if tr:

@@ -73,9 +73,8 @@ def run_one(seed, variant, steps, threads):
 
 
 def read_card(path):
-    import onnx
-    model = onnx.load(path, load_external_data=False)
-    return json.loads({p.key: p.value for p in model.metadata_props}["model_card"])
+    from ...core.model_card import read_card as read
+    return read(path).raw
 
 
 def run_scores(card, path):

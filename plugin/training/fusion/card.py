@@ -8,7 +8,8 @@ saw its training scenes: ``((transform(raw * scale + offset)) - mean) / std``.
 """
 from ...core.classes import class_table
 from ...core.model_card import SCHEMA, parse_card
-from ..card import _fmt, _value, markdown_architecture_and_data, markdown_head, markdown_inputs
+from ..card import (_fmt, _value, markdown_architecture_and_data, markdown_head, markdown_inputs,
+                    markdown_output)
 from ..vhr_card import SOURCES
 
 NAME = "urban-fusion"
@@ -198,17 +199,11 @@ def _metrics_table(subsets, names):
 def card_markdown(card):
     """Human-readable model card (``models/urban_fusion.md``) from the same dict."""
     names = [c["name"] for c in card["classes"]]
-    out = card["output"]
     tr = card.get("training") or {}
     onnx_file = tr.get("onnx_file", "urban_fusion.onnx")
     lines = markdown_head(card, "fusion.train", "train-fusion", onnx_file)
     lines += markdown_inputs(card, "training scenes")
-    lines += ["", "## Outputs", "",
-              f"`{out['name']}`: class probabilities `[N, {len(names)}, H, W]` (softmax inside "
-              f"the graph) on {out['gsd_m']:g} m cells. Tiles must be multiples of "
-              f"{out['size_multiple']} cells. Receptive field radius {out['context_cells']} "
-              f"cells; default tile {out['default_tile']} cells with {out['default_overlap']} "
-              "cells overlap.", ""]
+    lines += ["", "## Outputs", "", markdown_output(card), ""]
     for d in card.get("derived_outputs") or []:
         opt = " (optional)" if d.get("optional") else ""
         lines.append(f"- `{d['name']}`{opt}: {d['label']}; ONNX output `{d['output']}`, bands "

@@ -55,6 +55,12 @@ S2_CHANNELS = (2, 3, 4, 5)   # the seasons' channels in ``valid``
 EPS = 1e-6
 
 
+def size_multiple(config):
+    """Output cells per tile side must be a multiple of this: 8 with the SceneResNet trunk (its
+    16 m grid whole in every tile), 4 with the patchify one (the 40 m grid)."""
+    return 8 if config.get("vhr_encoder") == "scene_resnet" else NTL_FACTOR
+
+
 def _up(x, factor):
     return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
 
@@ -135,8 +141,7 @@ class UrbanFusionNet(nn.Module):
 
         # --- VHR encoder (2 m -> 10 m grid): low-level [N, vhr_low, H, W], deep [N, D, H, W]
         self.vhr_encoder = vhr_encoder
-        # output cells per tile side must be a multiple of this (16 m stage-2 grid whole)
-        self.size_multiple = 8 if vhr_encoder == "scene_resnet" else NTL_FACTOR
+        self.size_multiple = size_multiple(self.config)
         if vhr_encoder == "scene_resnet":
             self.vhr_trunk = SceneResNetTrunk(vhr_scene_width, vhr_bands)
             cin = 2 * vhr_scene_width
@@ -323,7 +328,7 @@ def example_inputs(n=1, height=32, width=None, seed=0, present=MODALITY_ORDER, c
     the present ones' masks are random per cell (that fraction set)."""
     config = config or {}
     width = height if width is None else width
-    multiple = 8 if config.get("vhr_encoder") == "scene_resnet" else NTL_FACTOR
+    multiple = size_multiple(config)
     if height % multiple or width % multiple:
         raise ValueError(f"height and width must be multiples of {multiple}")
     g = torch.Generator().manual_seed(seed)

@@ -387,14 +387,13 @@ def load_vhr_init(path):
     """(SceneResNet with the weights of the VHR scene classifier at ``path``, record for the
     card: file, sha256, the classifier's VHR normalisation, parameters copied)."""
     import hashlib
-    import onnx
+    from ...core.model_card import read_card
     from ..onnx_io import torch_net_from_onnx
     from ..vhr_model import SceneResNet
-    from .net import SceneResNetTrunk, count_parameters
+    from .net import count_parameters
     if not os.path.isfile(path):
         raise SystemExit(f"--vhr-init {path}: no such file (make train-vhr makes it)")
-    model = onnx.load(path)
-    card = json.loads({p.key: p.value for p in model.metadata_props}["model_card"])
+    card = read_card(path).raw
     config = card["architecture"]["config"]
     if config.get("stem_stride") != 4 or config.get("in_bands") != 3:
         raise SystemExit(f"--vhr-init {path}: expected a SceneResNet with stem_stride 4 and "
@@ -405,12 +404,12 @@ def load_vhr_init(path):
         raise SystemExit(f"--vhr-init {path}: its VHR input scale {spec['scale']} is not 1/255")
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    trunk = SceneResNetTrunk(config["width"], 3)
+    copied = count_parameters(net.stem) + count_parameters(net.layers[0:4])
     rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
     return net, {"file": rel, "sha256": sha, "model": card.get("name"),
                  "version": card.get("version"), "width": config["width"],
                  "copied": "stem, stages 1-2 (layers 0-3)",
-                 "parameters_copied": count_parameters(trunk),
+                 "parameters_copied": copied,
                  "lr_mult": VHR_LR_MULT,
                  "mean": [float(v) for v in spec["mean"]],
                  "std": [float(v) for v in spec["std"]]}
