@@ -7,7 +7,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample train-vhr train-fusion fusion-ablations screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr train-fusion fusion-ablations evidence-osm screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
@@ -17,6 +17,7 @@ help:
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
 	@echo "make fusion-ablations  the fusion ablation study (6 variants x 3 seeds, short schedule; about 100 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
+	@echo "make evidence-osm  train on the real Sentinel-2 clip with real OSM land use (../shared): fine-tuned, from scratch, RandomForest, So2Sat; about 30 min on 2 CPU cores -> docs/osm_evidence.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository"
 
@@ -33,16 +34,19 @@ bench: setup
 	@$(PY) scripts/bench.py
 
 train-sample: setup
-	@$(PY) -m plugin.training.train_sample --out models/sample_city_fusion.onnx
+	@$(PY) -m plugin.learning.train_sample --out models/sample_city_fusion.onnx
 
 train-vhr: setup
-	@$(PY) -m plugin.training.train_vhr --out models/vhr_scenes_resnet.onnx
+	@$(PY) -m plugin.learning.train_vhr --out models/vhr_scenes_resnet.onnx
 
 train-fusion: setup
-	@$(PY) -m plugin.training.fusion.train --out models/urban_fusion.onnx
+	@$(PY) -m plugin.learning.fusion.train --out models/urban_fusion.onnx
 
 fusion-ablations: setup
-	@$(PY) -m plugin.training.fusion.ablations
+	@$(PY) -m plugin.learning.fusion.ablations
+
+evidence-osm: setup
+	@$(PY) scripts/osm_evidence.py
 
 screenshots: setup
 	@$(PY) scripts/screenshots.py docs

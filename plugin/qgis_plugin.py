@@ -78,7 +78,7 @@ def add_sample_city_layers(city, project=None, canvas=None):
     """
     from .core.classes import class_table
     from .core.model_card import MODALITIES, MODALITY_LABELS
-    from .gui.styling import PROP_KIND, PROP_MODALITY, apply_class_style
+    from .qgis_common.styling import PROP_KIND, PROP_MODALITY, apply_class_style
 
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
@@ -144,6 +144,8 @@ class UrbanFunctionsPlugin:
         self.sample_task = None
         self.labelling_action = None
         self.labelling_dock = None
+        self.train_action = None
+        self.train_dialog = None
 
     # Processing ---------------------------------------------------------------------------------
     def initProcessing(self):
@@ -180,7 +182,14 @@ class UrbanFunctionsPlugin:
                                          "class (keys 1-9)")
         self.labelling_action.setCheckable(True)
         self.labelling_action.triggered.connect(self.toggle_labelling_dock)
-        self.actions = [self.classify_action, self.sample_action, self.labelling_action]
+        self.train_action = QAction(QIcon(os.path.join(ICONS, "urban_functions.svg")),
+                                    "Train on my area…", parent)
+        self.train_action.setObjectName("urbanFunctionsTrain")
+        self.train_action.setToolTip("Adapt the network to your city from OpenStreetMap land use, "
+                                     "your own polygons or labelled points")
+        self.train_action.triggered.connect(self.show_train_dialog)
+        self.actions = [self.classify_action, self.train_action, self.sample_action,
+                        self.labelling_action]
         for action in self.actions:
             self.iface.addPluginToMenu(MENU, action)
         self.iface.addToolBarIcon(self.classify_action)
@@ -196,6 +205,11 @@ class UrbanFunctionsPlugin:
             self.dialog.close()
             self.dialog.deleteLater()
             self.dialog = None
+        if self.train_dialog is not None:
+            self.train_dialog.cancel()
+            self.train_dialog.close()
+            self.train_dialog.deleteLater()
+            self.train_dialog = None
         if self.sample_task is not None:
             try:
                 self.sample_task.cancel()
@@ -213,6 +227,7 @@ class UrbanFunctionsPlugin:
             action.deleteLater()
         self.actions = []
         self.classify_action = self.sample_action = self.labelling_action = None
+        self.train_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
@@ -237,6 +252,19 @@ class UrbanFunctionsPlugin:
         self.dialog.raise_()
         self.dialog.activateWindow()
         return self.dialog
+
+    def show_train_dialog(self):
+        from .gui.train_dialog import TrainDialog
+        if self.train_dialog is None:
+            self.train_dialog = TrainDialog(self.iface)
+            # a new model appears in the classify dialog's list at once
+            self.train_dialog.finished_training.connect(
+                lambda ok, _r: self.dialog.reload_models() if ok and self.dialog else None)
+        else:
+            self.train_dialog.autofill_inputs()
+        self.train_dialog.show()
+        self.train_dialog.raise_()
+        return self.train_dialog
 
     def load_sample_city(self, folder=None):
         """Generate the sample city in the background, then add its layers. Returns the task."""

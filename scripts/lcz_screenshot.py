@@ -117,7 +117,7 @@ def main(argv=None):
         from processing.core.Processing import Processing
         Processing.initialize()
         from plugin.core.model_card import read_card
-        from plugin.gui.summary import format_seconds, provider_label
+        from plugin.qgis_common.summary import format_seconds, provider_label
         from plugin.processing_provider.provider import UrbanFunctionsProvider
         registry = QgsApplication.processingRegistry()
         registry.addProvider(UrbanFunctionsProvider())

@@ -80,7 +80,7 @@ def main(argv=None):
     app.initQgis()
     try:
         from plugin.gui.dialog import ClassifyDialog
-        from plugin.gui.summary import format_seconds, provider_label
+        from plugin.qgis_common.summary import format_seconds, provider_label
         from plugin.qgis_plugin import add_sample_city_layers
         from plugin.samplecity import generate_sample_city
 

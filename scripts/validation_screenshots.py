@@ -343,7 +343,7 @@ def main(argv=None):
         Processing.initialize()
         import processing
 
-        from plugin.gui.styling import apply_class_style
+        from plugin.qgis_common.styling import apply_class_style
         from plugin.processing_provider.provider import UrbanFunctionsProvider
         from plugin.samplecity import generate_sample_city
         from plugin.validation.labelling import label_points_file

@@ -52,3 +52,22 @@ def test_importing_every_pure_module_loads_no_qgis_or_qt():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"pure modules pulled in: {out.stdout.strip()}"
+
+
+def test_learning_package_never_imports_qgis_or_qt():
+    """plugin/learning ships in the plugin and runs inside QGIS, but it is the torch layer: it
+    may import torch, never qgis or Qt (the Processing algorithm and the dialog call it)."""
+    qt = tuple(f for f in FORBIDDEN if f != "torch")
+    offenders = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "plugin", "learning")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            tree = ast.parse(open(path, encoding="utf-8").read(), path)
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                    and node.module else [])
+                offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in qt]
+    assert not offenders, offenders

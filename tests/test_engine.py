@@ -357,23 +357,48 @@ def test_graph_outputs_need_a_segmentation_card():
         parse_card(bad)
 
 
-def test_default_model_skips_demo_models_when_another_fits(tmp_path):
-    """A demo model (card purpose "demo", like the sample-city model) is only the default when
-    no other model accepts the inputs; otherwise the fewest unused inputs decide."""
+def test_default_model_is_validated_on_real_data(tmp_path, sample_city):
+    """classify's default: only cards that state a real-data validation; demo and
+    simulation-only models only for the sample city; a user model covering the inputs first;
+    otherwise a message that says how to get a model."""
+    from plugin.core.errors import ModelError
     from plugin.core.models import default_model_for
     demo = tiny_card("tiny-demo")
     demo["purpose"] = "demo"
     write_tiny_model(tmp_path / "demo.onnx", demo)
-    general = tiny_card("tiny-general")
-    general["inputs"] = general["inputs"][:2]      # VHR and NTL only
-    write_tiny_model(tmp_path / "general.onnx", general)
-    chosen = default_model_for(["vhr", "ntl"], extra_dirs=[str(tmp_path)])
-    assert chosen.card.name == "tiny-general" and chosen.card.purpose == "general"
-    # S2 is accepted by no general tiny model here: the demo model (or a bundled general model
-    # that takes S2) is chosen, never a model that lacks S2
-    assert "s2_summer" in default_model_for(["s2_summer"], extra_dirs=[str(tmp_path)]).card.modalities
+    sim = tiny_card("tiny-sim")
+    sim["real_data_validation"] = {"status": "simulation_only", "summary": "generated scenes"}
+    write_tiny_model(tmp_path / "sim.onnx", sim)
+    real = tiny_card("tiny-real")
+    real["inputs"] = real["inputs"][:2]      # VHR and NTL only
+    real["real_data_validation"] = {"status": "validated", "summary": "OA 0.9 on real data"}
+    write_tiny_model(tmp_path / "real.onnx", real)
+    folder = [str(tmp_path)]
+    assert default_model_for(["vhr", "ntl"], extra_dirs=folder).card.name == "tiny-real"
+    # no validated model takes Sentinel-2 here (the bundled urban-fusion is simulation only)
+    with pytest.raises(ModelError, match="validated on real data") as err:
+        default_model_for(["ntl", "s2_summer"], extra_dirs=folder)
+    assert "tiny-sim" in str(err.value) and "So2Sat" in str(err.value)
+    # the sample city (its rasters carry our generator's tag) gets a demo model
+    city = {m: sample_city.inputs[m] for m in ("ntl", "s2_summer")}
+    assert default_model_for(list(city), extra_dirs=folder, inputs=city).card.purpose == "demo"
+    # a user model trained over the inputs comes first; elsewhere after the real-data models
+    from plugin.core.models import inputs_footprint
+    fp = inputs_footprint(city)
+    for name, bounds in (("tiny-user-here", fp[:4]),
+                         ("tiny-user-elsewhere", (0.0, 0.0, 1000.0, 1000.0))):
+        user = tiny_card(name)
+        user["inputs"] = user["inputs"][:2]
+        user["real_data_validation"] = {"status": "validated", "summary": "held-out blocks"}
+        user["trained_on"] = "user labels"
+        user["coverage"] = {"bounds": list(bounds), "crs_wkt": fp[4]}
+        write_tiny_model(tmp_path / f"{name}.onnx", user)
+    vn = {m: sample_city.inputs[m] for m in ("vhr", "ntl")}
+    assert default_model_for(list(vn), extra_dirs=folder, inputs=vn).card.name == "tiny-user-here"
+    (tmp_path / "tiny-user-here.onnx").unlink()
+    assert default_model_for(["vhr", "ntl"], extra_dirs=folder).card.name == "tiny-real"
     bad = tiny_card("tiny-bad")
-    bad["purpose"] = "toy"
-    with pytest.raises(ModelError, match="purpose 'toy'"):
+    bad["real_data_validation"] = {"status": "maybe"}
+    with pytest.raises(ModelError, match="status 'maybe'"):
         from plugin.core.model_card import parse_card
         parse_card(bad)

@@ -41,14 +41,16 @@ def test_card_declares_seven_inputs_and_graph_outputs(card):
 def test_vhr_stream_started_from_the_real_data_vhr_encoder(card):
     """Issue 6: the VHR trunk is the stem and first two stages of the bundled VHR scene
     classifier (its hash recorded), fed with that classifier's normalisation."""
-    import hashlib
+    pytest.importorskip("onnx")
     from plugin.core.model_card import read_card
+    from plugin.learning.onnx_io import weights_sha256
     arch = card.raw["architecture"]
     assert arch["config"]["vhr_encoder"] == "scene_resnet"
     init = arch["vhr_init"]
     vhr_file = os.path.join(ROOT, init["file"])
-    with open(vhr_file, "rb") as f:
-        assert init["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    # the weights' identity (the file's own hash changes when only its card is edited)
+    assert init["weights_sha256"] == weights_sha256(vhr_file)
+    assert len(init["sha256"]) == 64
     vhr_spec = read_card(vhr_file).raw["inputs"][0]
     spec = [s for s in card.raw["inputs"] if s["name"] == "vhr"][0]
     assert np.allclose(spec["mean"], vhr_spec["mean"], atol=1e-6)
@@ -66,17 +68,24 @@ def test_card_reports_the_misregistration_test(card):
 
 
 def test_markdown_card_is_generated_from_the_stored_card(card):
-    from plugin.training.fusion.card import card_markdown
+    from plugin.learning.fusion.card import card_markdown
     with open(MODEL_MD, encoding="utf-8") as f:
         assert f.read() == card_markdown(card.raw)
 
 
-def test_fusion_model_is_the_default_with_night_light_or_sentinel2(card):
+def test_fusion_model_is_never_the_default_for_real_layers(card):
+    """Trained on simulated night light / Sentinel-2 / temporal signatures: its card says
+    "simulation only", and classify never picks it by default for a user's layers; for inputs
+    no validated model accepts, the message says how to get one."""
+    from plugin.core.errors import ModelError
     from plugin.core.models import default_model_for
+    assert card.validation_status == "simulation_only"
+    assert card.validation_summary().startswith("Warning")
     for inputs in (["vhr", "ntl"], ["ntl"], ["s2_summer"], ["vhr", "s2_spring", "s2_autumn"],
-                   ["vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter"],
                    ["temporal"]):
-        assert default_model_for(inputs).card.name == card.name, inputs
+        with pytest.raises(ModelError, match="validated on real data") as err:
+            default_model_for(inputs)
+        assert "So2Sat" in str(err.value) and "Train" in str(err.value), inputs
     assert default_model_for(["vhr"]).card.name == "vhr-scenes-resnet"
 
 
@@ -84,10 +93,10 @@ def test_onnx_matches_torch_for_every_input_subset(card):
     torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
     import onnxruntime as ort
     torch.set_num_threads(1)
-    from plugin.training.fusion.export import OUTPUT_NAMES, parity_subsets
-    from plugin.training.fusion.net import (INPUT_NAMES, FusionProbabilityModel, UrbanFusionNet,
+    from plugin.learning.fusion.export import OUTPUT_NAMES, parity_subsets
+    from plugin.learning.fusion.net import (INPUT_NAMES, FusionProbabilityModel, UrbanFusionNet,
                                             example_inputs)
-    from plugin.training.onnx_io import torch_net_from_onnx
+    from plugin.learning.onnx_io import torch_net_from_onnx
     config = card.raw["architecture"]["config"]
     net = torch_net_from_onnx(MODEL, UrbanFusionNet, config)
     model = FusionProbabilityModel(net).eval()

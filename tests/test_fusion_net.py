@@ -1,4 +1,4 @@
-"""UrbanFusionNet (plugin/training/fusion): shapes, gates, alignment warp, S2 decision fusion,
+"""UrbanFusionNet (plugin/learning/fusion): shapes, gates, alignment warp, S2 decision fusion,
 temporal encoders, losses, modality dropout, a tiny overfit, and the ONNX export (in a
 subprocess, as the pipeline runs it) with onnxruntime parity for every input subset.
 
@@ -15,13 +15,13 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from plugin.training.fusion import losses as L  # noqa: E402
-from plugin.training.fusion.export import OUTPUT_NAMES, parity_subsets  # noqa: E402
-from plugin.training.fusion.modules import flow_warp  # noqa: E402
-from plugin.training.fusion.net import (GATE_ORDER, INPUT_NAMES, MODALITY_ORDER,  # noqa: E402
+from plugin.learning.fusion import losses as L  # noqa: E402
+from plugin.learning.fusion.export import OUTPUT_NAMES, parity_subsets  # noqa: E402
+from plugin.learning.fusion.modules import flow_warp  # noqa: E402
+from plugin.learning.fusion.net import (GATE_ORDER, INPUT_NAMES, MODALITY_ORDER,  # noqa: E402
                                         FusionProbabilityModel, UrbanFusionNet,
                                         count_parameters, example_inputs)
-from plugin.training.fusion.temporal import BiLSTMEncoder, SPP1dEncoder  # noqa: E402
+from plugin.learning.fusion.temporal import BiLSTMEncoder, SPP1dEncoder  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEASONS = MODALITY_ORDER[2:6]
@@ -317,7 +317,7 @@ def _export(tmp_path_factory, name, config):
     d = tmp_path_factory.mktemp(name)
     ckpt, onnx_path = str(d / "net.pt"), str(d / "net.onnx")
     torch.save({"config": net.config, "state_dict": net.state_dict()}, ckpt)
-    proc = subprocess.run([sys.executable, "-m", "plugin.training.fusion.export", ckpt,
+    proc = subprocess.run([sys.executable, "-m", "plugin.learning.fusion.export", ckpt,
                            onnx_path, "--threads", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -399,10 +399,12 @@ def test_vhr_trunk_starts_from_the_bundled_vhr_classifier():
     and first two stages compute, and the card record names the file and its hash."""
     pytest.importorskip("onnx")
     import hashlib
-    from plugin.training.fusion.train import VHR_LR_MULT, load_vhr_init
+    from plugin.learning.fusion.train import VHR_LR_MULT, load_vhr_init
     scene_net, record = load_vhr_init(VHR_MODEL)
     with open(VHR_MODEL, "rb") as f:
         assert record["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    from plugin.learning.onnx_io import weights_sha256
+    assert record["weights_sha256"] == weights_sha256(VHR_MODEL)
     assert record["file"] == "models/vhr_scenes_resnet.onnx" and record["lr_mult"] == VHR_LR_MULT
     assert len(record["mean"]) == 3 and all(0 < v < 1 for v in record["std"])
     net = UrbanFusionNet(vhr_encoder="scene_resnet", vhr_scene_width=record["width"]).eval()
@@ -419,6 +421,6 @@ def test_vhr_trunk_starts_from_the_bundled_vhr_classifier():
 
 
 def test_vhr_init_refuses_a_missing_file(tmp_path):
-    from plugin.training.fusion.train import load_vhr_init
+    from plugin.learning.fusion.train import load_vhr_init
     with pytest.raises(SystemExit, match="make train-vhr"):
         load_vhr_init(str(tmp_path / "nope.onnx"))

@@ -1,4 +1,4 @@
-"""Training scenes for the fusion network (plugin/training/fusion/scenes.py): shapes and units,
+"""Training scenes for the fusion network (plugin/learning/fusion/scenes.py): shapes and units,
 determinism, the train / val split of the real VHR scene images, the zone images' classes (down
 to the pixel), NTL class ordering and mis-registration, built-up fraction, temporal and S2
 seasonality, and the time one scene takes.
@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 SCENES = os.path.join(ROOT, "..", "shared", "data", "vhr_scenes")
-SPLIT = os.path.join(ROOT, "plugin", "training", "vhr_split.csv")
+SPLIT = os.path.join(ROOT, "plugin", "learning", "vhr_split.csv")
 
 needs_scenes = pytest.mark.skipif(
     not os.path.isfile(os.path.join(SCENES, "manifest.csv")),
@@ -31,7 +31,7 @@ ARRAYS = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter", "tem
 
 @pytest.fixture(scope="module")
 def S():
-    from plugin.training.fusion import scenes
+    from plugin.learning.fusion import scenes
     return scenes
 
 
@@ -97,8 +97,8 @@ def test_shapes_dtypes_and_units(S, made):
 
 def test_grid_factors_match_the_network(S):
     pytest.importorskip("torch")
-    from plugin.training import model
-    from plugin.training.fusion.net import MODALITY_ORDER
+    from plugin.learning import model
+    from plugin.learning.fusion.net import MODALITY_ORDER
     assert (S.VHR_FACTOR, S.NTL_FACTOR, S.S2_SEASONS) == \
         (model.VHR_FACTOR, model.NTL_FACTOR, model.S2_SEASONS)
     assert len(MODALITY_ORDER) == 7 and MODALITY_ORDER[2:6] == S.S2_SEASONS

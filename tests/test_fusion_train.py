@@ -1,4 +1,4 @@
-"""The fusion training pipeline (plugin/training/fusion/train.py) end to end with the tiny
+"""The fusion training pipeline (plugin/learning/fusion/train.py) end to end with the tiny
 network: 2 training scenes, 1 validation scene of 32 cells, 1 epoch, into a temporary folder.
 Checks that the card in the ONNX file validates, that the graph has the three outputs the card
 names, that every input subset was scored on the exported model, and that the Markdown card is
@@ -29,9 +29,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from plugin.core.model_card import parse_card  # noqa: E402
-from plugin.training.fusion import card as cardlib  # noqa: E402
-from plugin.training.fusion import train as T  # noqa: E402
-from plugin.training.fusion.net import MODALITY_ORDER, UrbanFusionNet  # noqa: E402
+from plugin.learning.fusion import card as cardlib  # noqa: E402
+from plugin.learning.fusion import train as T  # noqa: E402
+from plugin.learning.fusion.net import MODALITY_ORDER, UrbanFusionNet  # noqa: E402
 
 
 def test_stand_in_card_validates():
@@ -80,7 +80,7 @@ def test_receptive_bound_covers_measurement(config, encoder):
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fusion_train")
     out = tmp / "urban_fusion.onnx"
-    cmd = [sys.executable, "-m", "plugin.training.fusion.train", "--out", str(out),
+    cmd = [sys.executable, "-m", "plugin.learning.fusion.train", "--out", str(out),
            "--scenes", "2", "--val-scenes", "1", "--cells", "32", "--epochs", "1",
            "--config", "tiny", "--threads", "2", "--device", "cpu",
            "--scene-dir", str(tmp / "scenes"), "--workdir", str(tmp / "work")]
@@ -145,7 +145,7 @@ def test_ablation_report_tabulates_finished_runs(pipeline, tmp_path):
     """make fusion-ablations' report: rows from the runs' cards (mean and spread over seeds),
     'not run' for missing variants, and the README block between the markers replaced."""
     import shutil
-    from plugin.training.fusion import ablations as A
+    from plugin.learning.fusion import ablations as A
     out, _ = pipeline
     steps = A.read_card(str(out))["training"]["steps"]
     runs = tmp_path / "runs"

@@ -53,7 +53,7 @@ needs_h5py = pytest.mark.skipif(not _h5py_available(), reason="h5py is not insta
 def user_models(qgis_app):
     """The session profile's user models folder, emptied after the test (other tests pick
     default models and must not see what a test installed there)."""
-    from plugin.gui.user_models import user_models_dir
+    from plugin.qgis_common.user_models import user_models_dir
     folder = user_models_dir()
     existed = os.path.isdir(folder)
     before = set(os.listdir(folder)) if existed else set()
@@ -85,7 +85,7 @@ def test_user_models_folder_is_in_the_profile_and_searched(qgis_app, user_models
 
     from onnx_factory import tiny_card, write_tiny_model
     from plugin.core.models import USER_DIR_ENV
-    from plugin.gui import user_models as um
+    from plugin.qgis_common import user_models as um
     monkeypatch.delenv(USER_DIR_ENV, raising=False)
     assert user_models == os.path.join(QgsApplication.qgisSettingsDirPath(), "urban_functions",
                                        "models")
@@ -123,7 +123,7 @@ def test_classify_finds_a_model_of_the_user_folder_by_name(provider, user_models
 def test_import_algorithm_is_listed_with_its_parameters(provider):
     from qgis.core import QgsApplication, QgsProcessingParameterDefinition
 
-    from plugin.gui.user_models import user_models_dir
+    from plugin.qgis_common.user_models import user_models_dir
     from plugin.lcz.so2sat_h5 import DOWNLOAD_URL
     alg = QgsApplication.processingRegistry().algorithmById(IMPORT)
     assert alg is not None and alg.displayName() == "Import So2Sat LCZ weights"
@@ -255,7 +255,7 @@ def test_ketzin_map_is_styled_with_the_17_lcz_classes_of_the_card(ketzin, import
     from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer
 
     from plugin.core.model_card import read_card
-    from plugin.gui.styling import legend_entries
+    from plugin.qgis_common.styling import legend_entries
     card = read_card(imported["MODEL"])
     ds = gdal.Open(ketzin["OUTPUT"])
     band = ds.GetRasterBand(1)
@@ -308,7 +308,7 @@ def test_ketzin_settlement_extent_and_function_map_agree_with_the_lcz(ketzin, im
                            QgsSingleBandPseudoColorRenderer)
 
     from plugin.core.classes import FUNCTION_CLASSES
-    from plugin.gui.styling import legend_entries
+    from plugin.qgis_common.styling import legend_entries
     layer = QgsRasterLayer(extra["settlement_extent"], "se", "gdal")
     renderer = layer.renderer()
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)

@@ -62,7 +62,7 @@ def _assert_palette_matches_card(path, card):
 def _assert_legend_matches_card(layer, card):
     from qgis.core import QgsPalettedRasterRenderer
 
-    from plugin.gui.styling import legend_entries
+    from plugin.qgis_common.styling import legend_entries
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
     assert legend_entries(layer) == [(c.code, c.label, c.color.lower()) for c in
                                      sorted(card.classes, key=lambda c: c.code)]
@@ -223,7 +223,8 @@ def test_bundled_model_is_picked_when_model_is_empty(provider, sample_city, tmp_
         pytest.skip("no bundled model in models/ yet")
     import processing
     from plugin.core.models import default_model_for
-    entry = default_model_for(list(sample_city.inputs))
+    entry = default_model_for(list(sample_city.inputs), inputs=sample_city.inputs)
+    assert entry.card.name == "sample-city-fusion"   # the sample city: its demo model
     inputs = {m: p for m, p in sample_city.inputs.items() if m in entry.card.modalities}
     out = tmp_path / "auto.tif"
     feedback = CollectingFeedback()

@@ -79,12 +79,13 @@ def test_class_factory_init_gui_and_unload(iface, urban_functions_package, proce
     try:
         menu = iface.plugin_menu_actions("&Urban Functions")
         texts = [a.text() for a in menu]
-        assert texts == ["Classify urban functions…", "Load sample city", "Label validation points…"]
+        assert texts == ["Classify urban functions…", "Train on my area…", "Load sample city",
+                         "Label validation points…"]
         assert all(not a.icon().isNull() for a in menu)
         assert plugin.classify_action in iface.toolbar_actions()
         provider = QgsApplication.processingRegistry().providerById("urbanfunctions")
         assert provider is not None and provider.name() == "Urban Functions"
-        for alg in ("classify", "createvalidationpoints", "assessaccuracy"):
+        for alg in ("classify", "train", "createvalidationpoints", "assessaccuracy"):
             assert QgsApplication.processingRegistry().algorithmById(f"urbanfunctions:{alg}"), alg
         # the labelling menu entry docks the labelling widget into the main window
         plugin.labelling_action.trigger()
@@ -95,6 +96,8 @@ def test_class_factory_init_gui_and_unload(iface, urban_functions_package, proce
         plugin.classify_action.trigger()
         assert plugin.dialog is not None and plugin.dialog.isVisible()
         assert plugin.dialog.windowTitle() == "Classify urban functions"
+        plugin.train_action.trigger()
+        assert plugin.train_dialog is not None and plugin.train_dialog.isVisible()
     finally:
         plugin.unload()
     assert iface.plugin_menu_actions("&Urban Functions") == []
@@ -287,7 +290,7 @@ def test_dialog_run_adds_styled_layer_and_summary(dialog, city_layers, model_pat
     from qgis.core import QgsPalettedRasterRenderer, QgsProject
 
     from plugin.core.model_card import read_card
-    from plugin.gui.styling import legend_entries
+    from plugin.qgis_common.styling import legend_entries
     card = read_card(model_path)
     for modality, layer in city_layers.items():
         dialog.set_input(modality, layer)
@@ -437,9 +440,12 @@ def test_default_model_follows_the_chosen_inputs(dialog, city_layers):
     from plugin.core.models import default_model_for
     for modality, layer in city_layers.items():
         dialog.set_input(modality, layer)
-    expected = default_model_for(list(city_layers))
+    paths = {m: layer.source() for m, layer in city_layers.items()}
+    expected = default_model_for(list(city_layers), inputs=paths)
+    assert expected.card.name == "sample-city-fusion"     # the sample city's demo model
     assert dialog.selected_model()[0] == expected.path
     assert expected.card.summary in dialog.model_info.text()
+    assert "simulated data only" in dialog.model_info.text()
 
 
 # --- Load sample city -------------------------------------------------------------------------
@@ -449,7 +455,7 @@ def test_load_sample_city_adds_tagged_layers(iface, clean_project, urban_functio
         from plugin.samplecity import generate_sample_city  # noqa: F401
     except ImportError:
         pytest.skip("plugin.samplecity is not available yet")
-    from plugin.gui.styling import PROP_MODALITY
+    from plugin.qgis_common.styling import PROP_MODALITY
     _remove_registered_provider()
     plugin = urban_functions_package.classFactory(iface)
     plugin.initGui()
@@ -474,7 +480,7 @@ def test_load_sample_city_adds_tagged_layers(iface, clean_project, urban_functio
 def test_summary_formats():
     from types import SimpleNamespace
 
-    from plugin.gui.summary import format_area, format_seconds, short_summary, text_summary
+    from plugin.qgis_common.summary import format_area, format_seconds, short_summary, text_summary
     assert format_area(12345) == "1.2 ha"
     assert format_area(25e6) == "25.00 km²"
     assert format_seconds(75) == "1 min 15 s"

@@ -1,6 +1,6 @@
 """The bundled sample-city model (models/sample_city_fusion.onnx): file, card, graph and accuracy.
 
-Retrain it with ``make train-sample`` (plugin/training/train_sample.py).
+Retrain it with ``make train-sample`` (plugin/learning/train_sample.py).
 """
 import json
 import os
@@ -129,8 +129,8 @@ def test_onnx_matches_torch(card):
                     "(torch) to run it")
     import onnxruntime as ort
 
-    from plugin.training.export import torch_net_from_onnx
-    from plugin.training.model import ProbabilityModel
+    from plugin.learning.export import torch_net_from_onnx
+    from plugin.learning.model import ProbabilityModel
     net = torch_net_from_onnx(MODEL, card.raw["architecture"]["config"])
     model = ProbabilityModel(net).eval()
     sess = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
@@ -152,8 +152,8 @@ def test_classifies_a_fresh_sample_city(tmp_path):
     from osgeo import gdal
 
     from plugin.core.engine import ClassifyRequest, run_classification
-    from plugin.training.data import warp_labels
-    from plugin.training.metrics import confusion_matrix, scores
+    from plugin.learning.data import warp_labels
+    from plugin.learning.metrics import confusion_matrix, scores
 
     city = generate_sample_city(str(tmp_path / "city"), seed=3, size_m=1200.0)
     out = tmp_path / "map.tif"

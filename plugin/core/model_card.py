@@ -13,6 +13,9 @@ Card layout (``schema`` = ``urban-functions-model-card/1``)::
     min_inputs: how many modalities must be present at least (usually 1)
     output:   {name, gsd_m, size_multiple, context_cells, default_tile, default_overlap}
     training, metrics, licence, citation, authors           # provenance, free-form JSON
+    real_data_validation: {status, summary, data, figures}  # see VALIDATION_STATUSES
+    trained_on: "user labels" for models trained by urbanfunctions:train, with
+    coverage: {bounds: [xmin, ymin, xmax, ymax], crs_wkt}   # the area it was trained on
 
 Per input, the engine feeds ``((transform(raw * scale + offset)) - mean) / std`` as float32,
 with ``transform`` one of ``none`` / ``log1p``.  ``gsd_m`` is the cell size the input is resampled
@@ -56,6 +59,11 @@ TRANSFORMS = ("none", "log1p")
 ROUNDING = ("none", "float16")
 TASKS = ("segmentation", "patch_classification")
 PURPOSES = ("general", "demo")
+# what a card says about real data: "validated" (on real data, with figures in ``summary`` and
+# ``figures``) or "simulation_only"; a card that says nothing is "unknown". Only validated
+# models are ever picked by default for a user's layers.
+VALIDATION_STATUSES = ("validated", "simulation_only")
+USER_LABELS = "user labels"
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,41 @@ class ModelCard:
     min_inputs: int = 1
     patch: Optional[PatchSpec] = None
     derived_outputs: tuple = ()
-    purpose: str = "general"   # "demo": only chosen by default when nothing else fits
+    purpose: str = "general"   # "demo": only chosen by default for the sample city
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # --- what the card says about real data ------------------------------------------------
+    @property
+    def validation_status(self):
+        """"validated", "simulation_only" or "unknown" (see VALIDATION_STATUSES)."""
+        return (self.raw.get("real_data_validation") or {}).get("status", "unknown")
+
+    @property
+    def validated_on_real_data(self):
+        return self.validation_status == "validated"
+
+    def validation_summary(self):
+        """One line for the dialog and the Processing log: the real data and figures, or a
+        warning."""
+        info = self.raw.get("real_data_validation") or {}
+        if self.validation_status == "validated":
+            return f"Validated on real data: {info.get('summary', '')}".strip()
+        if self.validation_status == "simulation_only":
+            return ("Warning: validated on simulated data only; " +
+                    (info.get("summary") or "its maps of real places are not validated."))
+        return "Warning: the model card states no validation on real data."
+
+    @property
+    def user_trained(self):
+        return self.raw.get("trained_on") == USER_LABELS
+
+    @property
+    def coverage(self):
+        """(xmin, ymin, xmax, ymax, crs_wkt) of the area a user model was trained on, or None."""
+        cov = self.raw.get("coverage") or {}
+        if not cov.get("bounds") or not cov.get("crs_wkt"):
+            return None
+        return tuple(float(v) for v in cov["bounds"]) + (cov["crs_wkt"],)
 
     # --- derived helpers -------------------------------------------------------------------
     @property
@@ -274,6 +315,10 @@ def parse_card(data) -> ModelCard:
                      patch=patch, derived_outputs=_parse_derived(data, codes),
                      purpose=_parse_purpose(data), raw=data)
     card.tile_multiple()  # validates the gsd ratios
+    status = (data.get("real_data_validation") or {}).get("status")
+    if status is not None and status not in VALIDATION_STATUSES:
+        raise ModelError(f"Model card: real_data_validation status {status!r} is not one of "
+                         f"{VALIDATION_STATUSES}.")
     return card
 
 

@@ -64,13 +64,100 @@ def find_model(name_or_path, extra_dirs=()):
                      f"{', '.join(e.card.name for e in entries) or 'none'}.")
 
 
-def default_model_for(modalities, extra_dirs=()):
-    """The model that accepts all ``modalities``: demo models (card ``purpose: demo``, e.g. the
-    sample-city model) only when nothing else does, then the fewest unused inputs."""
+SAMPLE_CITY_TAG = "SAMPLE_CITY_SEED"   # GDAL metadata our sample-city generator writes
+
+
+def is_sample_city(paths):
+    """True when every raster carries the sample-city generator's tag."""
+    from osgeo import gdal
+    if not paths:
+        return False
+    for path in paths:
+        try:
+            ds = gdal.Open(path)
+        except RuntimeError:
+            return False
+        if ds is None or SAMPLE_CITY_TAG not in (ds.GetMetadata() or {}):
+            return False
+    return True
+
+
+def inputs_footprint(inputs):
+    """(xmin, ymin, xmax, ymax, crs_wkt): the common area of ``inputs`` (modality -> path) in
+    the CRS the engine would map them in, or None when it cannot be worked out."""
+    from .errors import UrbanFunctionsError
+    from .grid import metric_crs_for, raster_bounds, transform_bounds
+    from .rasters import inspect_raster
+    try:
+        infos = [(m, inspect_raster(p, m)) for m, p in inputs.items()]
+        crs = metric_crs_for(infos)
+        boxes = [transform_bounds(raster_bounds(i), i.crs_wkt, crs) for _, i in infos]
+    except (UrbanFunctionsError, RuntimeError, ValueError):
+        return None
+    return (max(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes),
+            min(b[3] for b in boxes), crs)
+
+
+def covers(card, footprint):
+    """Whether a user-trained model's training area overlaps ``footprint``."""
+    from .grid import transform_bounds
+    cov = card.coverage
+    if cov is None or footprint is None:
+        return False
+    try:
+        b = transform_bounds(cov[:4], cov[4], footprint[4])
+    except Exception:  # an unreadable CRS in a card: not "covering"
+        return False
+    return b[0] < footprint[2] and footprint[0] < b[2] and b[1] < footprint[3] and \
+        footprint[1] < b[3]
+
+
+NO_REAL_MODEL_HELP = (
+    "Get a model for real layers in one of two ways: train one on your own labels, for example "
+    "OpenStreetMap land use (Processing: Urban Functions > Train a model on your labels, or "
+    "Plugins > Urban Functions > Train on my area), or, for Sentinel-2, import the So2Sat LCZ "
+    "weights (Import So2Sat LCZ weights).")
+
+
+def default_model_for(modalities, extra_dirs=(), inputs=None):
+    """The model classify uses when none is named, for ``modalities`` (and, when given, the
+    ``inputs`` paths, modality -> path).
+
+    Real data first. In this order: a model trained on the user's labels (card ``trained_on``)
+    whose training area overlaps the inputs; real-data models (cards that state a validation on
+    real data: the VHR scene model, So2Sat once imported); user models of other areas. Demo and
+    simulation-only models are never picked for a user's layers, only for the sample city
+    (every input tagged by our generator), where the demo model comes right after a user model
+    of the sample city. Within a rank, the fewest unused inputs win. When nothing qualifies, a
+    ModelError says how to get a model.
+    """
     wanted = set(modalities)
     entries = [e for e in list_models(extra_dirs) if wanted <= set(e.card.modalities)]
     if not entries:
-        raise ModelError(f"No installed model accepts {', '.join(sorted(wanted))} together.")
-    return min(entries, key=lambda e: (e.card.purpose == "demo",
-                                       len(set(e.card.modalities) - wanted), not e.bundled,
-                                       e.card.name))
+        raise ModelError(f"No installed model accepts {', '.join(sorted(wanted))} together. "
+                         + NO_REAL_MODEL_HELP)
+    inputs = dict(inputs or {})
+    sample_city = bool(inputs) and is_sample_city(list(inputs.values()))
+    footprint = inputs_footprint(inputs) if inputs else None
+
+    def rank(e):
+        card = e.card
+        real = card.validated_on_real_data and card.purpose != "demo"
+        if real and card.user_trained:
+            return 0 if covers(card, footprint) else 3
+        if sample_city and card.purpose == "demo":
+            return 1
+        if real:
+            return 2
+        return 4 if sample_city else None   # simulation only: the sample city alone
+
+    ranked = [(rank(e), e) for e in entries]
+    ranked = [(r, e) for r, e in ranked if r is not None]
+    if not ranked:
+        others = ", ".join(sorted({e.card.name for e in entries}))
+        raise ModelError(
+            f"No installed model for {', '.join(sorted(wanted))} has been validated on real "
+            f"data ({others}: simulation only or not stated; give one by name to use it "
+            "anyway). " + NO_REAL_MODEL_HELP)
+    return min(ranked, key=lambda re: (re[0], len(set(re[1].card.modalities) - wanted),
+                                       not re[1].bundled, re[1].card.name))[1]

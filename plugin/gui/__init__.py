@@ -1,1 +1,1 @@
-"""QGIS user interface: dialog, background task, styling and result summaries (imports qgis)."""
+"""QGIS user interface: the dialogs, their background tasks and the labelling dock (imports qgis)."""

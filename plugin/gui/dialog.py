@@ -39,11 +39,11 @@ from qgis.PyQt.QtWidgets import (
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..lcz.so2sat_h5 import DOWNLOAD_URL as SO2SAT_DOWNLOAD_URL
 from ..lcz.so2sat_h5 import FILENAME as SO2SAT_FILENAME
-from . import qgis_inputs
+from ..qgis_common import qgis_inputs
 from .results import add_extra_layers, add_result_layer, push_failure, push_success
-from .styling import PROP_MODALITY
+from ..qgis_common.styling import PROP_MODALITY
 from .task import ClassifyTask
-from .user_models import user_models_dir
+from ..qgis_common.user_models import user_models_dir
 
 SETTINGS = "UrbanFunctions/dialog/"
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -260,7 +260,7 @@ class ClassifyDialog(QDialog):
         self.model_combo.clear()
         self._models, self._model_errors = [], []
         if not missing_dependencies():
-            from .user_models import list_models
+            from ..qgis_common.user_models import list_models
             self._models = list_models(errors=self._model_errors)
         for entry in self._models:
             self.model_combo.addItem(entry.card.title, entry.path)
@@ -394,6 +394,9 @@ class ClassifyDialog(QDialog):
                         f"Functions model: {escape(self._model_file_error)}</span>")
             elif not self._models:
                 text = "<span style='color:#c00'>No model is installed.</span>"
+            elif getattr(self, "_default_problem", ""):
+                from html import escape
+                text = f"<span style='color:#c00'>{escape(self._default_problem)}</span>"
             else:
                 text = ""
             self.model_info.setText(text)
@@ -406,9 +409,12 @@ class ClassifyDialog(QDialog):
             if m in card.modalities:
                 accepted.append(f"<b>{name}</b>" if m in chosen else name)
         from html import escape
+        validation = card.validation_summary()
+        colour = "#a60" if validation.startswith("Warning") else "#262"
         self.model_info.setText(f"{escape(card.summary)}<br><small>Accepts: "
                                 f"{', '.join(accepted)}. {len(card.classes)} classes, "
-                                f"{card.output.gsd_m:g} m cells.</small>")
+                                f"{card.output.gsd_m:g} m cells.</small><br><small "
+                                f"style='color:{colour}'>{escape(validation)}</small>")
         for m, note in self.input_notes.items():
             if m in card.modalities:
                 note.setText("")
@@ -435,15 +441,28 @@ class ClassifyDialog(QDialog):
             if modality in self.input_combos and self.input_combos[modality].currentLayer() is None:
                 self.input_combos[modality].setLayer(layer)
 
+    def _input_paths(self):
+        paths = {}
+        for modality, layer in self.selected_inputs().items():
+            path, _ = qgis_inputs.raster_layer_path(layer)
+            if path:
+                paths[modality] = path
+        return paths
+
     def _inputs_changed(self, *_):
         chosen = list(self.selected_inputs())
+        self._default_problem = ""
         if chosen and not self._model_picked_by_user and self._models:
             from ..core.errors import ModelError
-            from .user_models import default_model_for
+            from ..qgis_common.user_models import default_model_for
             try:
-                entry = default_model_for(chosen)
-            except ModelError:
+                entry = default_model_for(chosen, self._input_paths())
+            except ModelError as exc:
                 entry = None
+                # never keep a model chosen for other layers (e.g. the sample city's demo
+                # model) when no validated model fits these ones: say how to get one
+                self._default_problem = str(exc)
+                self.model_combo.setCurrentIndex(-1)
             if entry is not None:
                 index = self.model_combo.findData(entry.path)
                 if index >= 0:
@@ -633,7 +652,7 @@ class ClassifyDialog(QDialog):
         self.extra_layers = add_extra_layers(result)  # first: the class map goes on top
         layer = add_result_layer(result)
         push_success(self._message_bar(), result, self)
-        from .summary import short_summary
+        from ..qgis_common.summary import short_summary
         extra = getattr(result, "extra_outputs", None) or {}
         also = f" (and {', '.join(os.path.basename(p) for p in extra.values())})" if extra else ""
         self.status.setText(f"{short_summary(result)}\nSaved as {result.output_path}{also}")

@@ -4,9 +4,9 @@ import os
 from qgis.core import Qgis, QgsMessageLog, QgsProject
 from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
 
-from .styling import (apply_class_style, apply_derived_style, apply_fraction_style,
+from ..qgis_common.styling import (apply_class_style, apply_derived_style, apply_fraction_style,
                       load_class_layer, write_derived_style_sidecar, write_style_sidecar)
-from .summary import html_summary, short_summary, text_summary
+from ..qgis_common.summary import html_summary, short_summary, text_summary
 
 TITLE = "Urban Functions"
 LOG_TAG = "Urban Functions"

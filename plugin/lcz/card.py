@@ -139,7 +139,17 @@ def lcz_card(sha256=h5.SHA256, size=h5.FILE_BYTES, keras_version="2.1.5",
         "limitations": ("Trained on So2Sat LCZ42 (42 cities plus 10 test regions, 2017 "
                         "seasonal composites). Expects top-of-atmosphere L1C reflectance, not "
                         "L2A. LCZ describe urban form, not land use; the function mapping is a "
-                        "rule of thumb. Not validated by Urban Functions."),
+                        "rule of thumb, and its maps miss most small water bodies."),
+        # measured by scripts/osm_evidence.py (make evidence-osm), docs/osm_evidence.json "e"
+        "real_data_validation": {
+            "status": "validated",
+            "summary": ("the network by its authors on So2Sat LCZ42 (real Sentinel-2 of 42 "
+                        "cities); its LCZ -> functions map by Urban Functions against real "
+                        "OpenStreetMap land use on one winter scene (Havelland): OA 0.65 on "
+                        "133,936 labelled 10 m cells, residential F1 0.71, water F1 0.19"),
+            "data": "So2Sat LCZ42; OpenStreetMap land use over ../shared/data/s2 (west part)",
+            "figures": {"osm_overall_accuracy": 0.6452, "osm_residential_f1": 0.7071,
+                        "osm_water_f1": 0.1856, "osm_cells": 133936}},
         "architecture": {
             "description": ("ResNet v2 (pre-activation, bottleneck), depth 20: 3 stages of 2 "
                             "units, widths 16/64/128 -> 64/128/256 channels, BatchNorm eps "

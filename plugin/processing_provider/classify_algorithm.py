@@ -29,10 +29,10 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
-from ..gui import qgis_inputs
-from ..gui.styling import (apply_class_style, apply_derived_style, write_derived_style_sidecar,
+from ..qgis_common import qgis_inputs
+from ..qgis_common.styling import (apply_class_style, apply_derived_style, write_derived_style_sidecar,
                            write_style_sidecar)
-from ..gui.summary import text_summary
+from ..qgis_common.summary import text_summary
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "resources", "icons", "urban_functions.svg")
@@ -43,20 +43,9 @@ DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA
 
 
 def _user_models_dir():
-    from ..gui.user_models import user_models_dir
+    from ..qgis_common.user_models import user_models_dir
     return user_models_dir()
 
-
-def _is_unset(value):
-    if value is None:
-        return True
-    try:  # QVariant NULL from the GUI / model designer
-        from qgis.PyQt.QtCore import QVariant
-        if isinstance(value, QVariant) and value.isNull():
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(value, str) and value.strip() == ""
 
 
 class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -186,7 +175,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             from ..core.environment import missing_dependencies
             if missing_dependencies():
                 return ""
-            from ..gui.user_models import list_models
+            from ..qgis_common.user_models import list_models
             entries = list_models()
         except Exception:
             return ""
@@ -254,30 +243,18 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
 
     # helpers ---------------------------------------------------------------------------------
     def _optional_int(self, parameters, name, context):
-        if _is_unset(parameters.get(name)):
+        if qgis_inputs.is_unset(parameters.get(name)):
             return None
         return self.parameterAsInt(parameters, name, context)
 
     def _inputs(self, parameters, context):
-        inputs = {}
-        for param, modality in MODALITY_PARAMS:
-            if _is_unset(parameters.get(param)):
-                continue
-            layer = self.parameterAsRasterLayer(parameters, param, context)
-            if layer is None:
-                raise QgsProcessingException(
-                    f"{MODALITY_LABELS[modality]}: cannot open {parameters.get(param)!r} as a "
-                    "raster layer.")
-            path, problem = qgis_inputs.raster_layer_path(layer, MODALITY_LABELS[modality])
-            if problem:
-                raise QgsProcessingException(problem)
-            inputs[modality] = path
-        return inputs
+        return qgis_inputs.processing_raster_inputs(self, parameters, context, MODALITY_PARAMS,
+                                                    MODALITY_LABELS)
 
     def _model(self, parameters, context, inputs):
         from ..core.errors import ModelError
         from ..core.models import model_dirs
-        from ..gui.user_models import (default_model_for, find_model, list_models,
+        from ..qgis_common.user_models import (default_model_for, find_model, list_models,
                                        model_dirs_for_qgis)
         name = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
         if name:
@@ -286,7 +263,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             looked = ", ".join(model_dirs(model_dirs_for_qgis()))
             raise ModelError(f"No model is installed (looked in {looked}); give the path "
                              "to an .onnx model in MODEL.")
-        return default_model_for(list(inputs))
+        return default_model_for(list(inputs), inputs)
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..core.environment import missing_dependencies
@@ -301,12 +278,12 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         try:
             entry = self._model(parameters, context, inputs)
             extent = None
-            if not _is_unset(parameters.get(self.EXTENT)):
+            if not qgis_inputs.is_unset(parameters.get(self.EXTENT)):
                 rect = self.parameterAsExtent(parameters, self.EXTENT, context)
                 crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
                 extent = qgis_inputs.extent_tuple(rect, crs)
             aoi = None
-            if not _is_unset(parameters.get(self.AOI)):
+            if not qgis_inputs.is_unset(parameters.get(self.AOI)):
                 source = self.parameterAsSource(parameters, self.AOI, context)
                 if source is None:
                     raise QgsProcessingException("Area of interest: cannot open the polygon layer.")
@@ -333,6 +310,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 overwrite=True,  # Processing outputs replace existing files
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
+            summary = entry.card.validation_summary()
+            (feedback.pushWarning if summary.startswith("Warning") and
+             hasattr(feedback, "pushWarning") else feedback.pushInfo)(summary)
             last = {"text": None}
 
             def progress(fraction, message=""):

@@ -20,24 +20,14 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..gui.user_models import user_models_dir
+from ..qgis_common import qgis_inputs
+from ..qgis_common.user_models import user_models_dir
 
 GROUP = "Models"
 GROUP_ID = "models"
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "resources", "icons", "urban_functions.svg")
 
-
-def _is_unset(value):
-    if value is None:
-        return True
-    try:  # QVariant NULL from the GUI / model designer
-        from qgis.PyQt.QtCore import QVariant
-        if isinstance(value, QVariant) and value.isNull():
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(value, str) and value.strip() == ""
 
 
 class ImportSo2SatAlgorithm(QgsProcessingAlgorithm):
@@ -121,7 +111,7 @@ class ImportSo2SatAlgorithm(QgsProcessingAlgorithm):
         if not h5_path or not os.path.isfile(h5_path):
             raise QgsProcessingException(f"So2Sat weights file not found: {h5_path!r}.")
         folder = None
-        if not _is_unset(parameters.get(self.MODELS_DIR)):
+        if not qgis_inputs.is_unset(parameters.get(self.MODELS_DIR)):
             folder = self.parameterAsFile(parameters, self.MODELS_DIR, context)
         folder = folder or user_models_dir()
         overwrite = self.parameterAsBoolean(parameters, self.OVERWRITE, context)

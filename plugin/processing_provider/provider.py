@@ -6,6 +6,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .classify_algorithm import ClassifyAlgorithm
 from .lcz_algorithms import lcz_algorithms
+from .train_algorithm import TrainAlgorithm
 from .validation_algorithms import validation_algorithms
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -31,6 +32,7 @@ class UrbanFunctionsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         self.addAlgorithm(ClassifyAlgorithm())
+        self.addAlgorithm(TrainAlgorithm())
         for algorithm in lcz_algorithms() + validation_algorithms():
             self.addAlgorithm(algorithm)
 

@@ -39,7 +39,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..gui import qgis_inputs
+from ..qgis_common import qgis_inputs
 
 GROUP = "Validation"
 GROUP_ID = "validation"
@@ -253,7 +253,7 @@ class CreateValidationPointsAlgorithm(_Base):
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
         seed_value = parameters.get(self.SEED)
-        seed = None if _is_unset(seed_value) else \
+        seed = None if qgis_inputs.is_unset(seed_value) else \
             self.parameterAsInt(parameters, self.SEED, context)
         try:
             sample = draw_sample(
@@ -303,14 +303,6 @@ class CreateValidationPointsAlgorithm(_Base):
         return {self.OUTPUT: dest_id, self.N_POINTS: sample.n, self.SEED_USED: sample.seed,
                 self.EXPECTED_SE_OA: sample.expected_oa_se
                 if sample.expected_oa_se is not None else float("nan")}
-
-
-def _is_unset(value):
-    if value is None:
-        return True
-    if isinstance(value, QVariant) and value.isNull():
-        return True
-    return isinstance(value, str) and value.strip() == ""
 
 
 class AssessAccuracyAlgorithm(_Base):
@@ -449,9 +441,9 @@ class AssessAccuracyAlgorithm(_Base):
             raise QgsProcessingException(str(exc)) from exc
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) \
-            if not _is_unset(parameters.get(self.OUTPUT_CSV)) else None
+            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_CSV)) else None
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) \
-            if not _is_unset(parameters.get(self.OUTPUT_JSON)) else None
+            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_JSON)) else None
         write_report(a, html_path, csv_path, json_path,
                      "Map accuracy assessment: " + (raster.name() or os.path.basename(path)))
         feedback.setProgress(100)

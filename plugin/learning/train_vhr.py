@@ -1,9 +1,9 @@
 """Train the bundled VHR functional-zone model on real scene images (``make train-vhr``).
 
-    python -m plugin.training.train_vhr [--out models/vhr_scenes_resnet.onnx]
+    python -m plugin.learning.train_vhr [--out models/vhr_scenes_resnet.onnx]
 
 1. read the scene manifest (``../shared/data/vhr_scenes``, AID / UC Merced / RSSCN7 mapped to the
-   8 function classes), the committed stratified split (``plugin/training/vhr_split.csv``) and
+   8 function classes), the committed stratified split (``plugin/learning/vhr_split.csv``) and
    decode every image once into ``build/vhr_scenes`` (PIL box filter = area average),
 2. train :class:`~.vhr_model.SceneResNet` from scratch (no pretrained weights) with flips, 90
    degree rotations, random crop/pad, scale, neighbour-context and colour jitter, square-root
@@ -412,7 +412,7 @@ def main(argv=None):
 
     log("3/6 Export to ONNX (separate process) and parity check")
     bare = os.path.join(args.workdir, "model_nocard.onnx")
-    export_info = export_in_subprocess("plugin.training.vhr_export", ckpt, bare, cwd=REPO_ROOT)
+    export_info = export_in_subprocess("plugin.learning.vhr_export", ckpt, bare, cwd=REPO_ROOT)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e} "
         f"(batches {export_info['parity_batches']})")
 
@@ -484,7 +484,7 @@ def main(argv=None):
             f"{[cfg['width'] * 2 ** i for i in range(4)]} (ResNet-18: 64..512) and a stem of "
             "two 3x3 convolutions (the first with stride 2)"
             + (" and a 3x3 stride-2 max pool" if cfg["stem_stride"] == 4 else "")
-            + " instead of the 7x7 convolution. Plain torch (plugin/training/vhr_model.py)."
+            + " instead of the 7x7 convolution. Plain torch (plugin/learning/vhr_model.py)."
             + (f" Test-time augmentation in the graph: probabilities averaged over "
                f"{len(cfg['tta_views'])} views of each patch ({', '.join(cfg['tta_views'])})."
                if len(cfg["tta_views"]) > 1 else "")),
@@ -503,7 +503,7 @@ def main(argv=None):
                           "data folder's README.md and manifest.csv (UC Merced 'buildings' "
                           "left out)"),
         "class_counts": {n: int(c) for n, c in zip(class_names, np.bincount(labels, minlength=n_classes))},
-        "split": {"file": "plugin/training/vhr_split.csv",
+        "split": {"file": "plugin/learning/vhr_split.csv",
                   "method": (f"stratified by dataset and original class, {cfg['val_fraction']:.0%} "
                              "validation per stratum, seeded; pixel-identical files kept in the "
                              "same split"),
@@ -551,7 +551,7 @@ def main(argv=None):
                    "cross_source": round(cross_s, 1), "total": None},
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
-        "command": ("make train-vhr  (python -m plugin.training.train_vhr "
+        "command": ("make train-vhr  (python -m plugin.learning.train_vhr "
                     "--out models/vhr_scenes_resnet.onnx)"),
         "history": history,
     }

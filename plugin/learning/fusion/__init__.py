@@ -7,5 +7,5 @@ Modules, one concern each:
 * :mod:`.temporal` -- per-cell temporal-signature encoders (1-d SPP-Net, BiLSTM);
 * :mod:`.net`      -- :class:`~.net.UrbanFusionNet` and the export wrapper;
 * :mod:`.losses`   -- segmentation, cross-modal and multi-task losses, modality dropout;
-* :mod:`.export`   -- ``python -m plugin.training.fusion.export CHECKPOINT.pt OUT.onnx``.
+* :mod:`.export`   -- ``python -m plugin.learning.fusion.export CHECKPOINT.pt OUT.onnx``.
 """

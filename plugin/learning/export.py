@@ -1,6 +1,6 @@
 """Export a trained checkpoint to ONNX (one model per process) and check it in onnxruntime.
 
-    python -m plugin.training.export CHECKPOINT.pt OUT.onnx [--card CARD.json]
+    python -m plugin.learning.export CHECKPOINT.pt OUT.onnx [--card CARD.json]
 
 The graph keeps batch and spatial sizes dynamic (vhr = 20h, ntl = h, Sentinel-2/mask/output = 4h
 for any h); parity with torch is checked at spatial sizes other than the exported one.

@@ -113,7 +113,8 @@ class UrbanFusionNet(nn.Module):
                  temporal_kernels=(24, 24, 7, 7, 3), temporal_strides=(1, 24, 1, 7, 1),
                  lstm_hidden=16, align=True, max_offset=8.0, fusion="gated",
                  s2_fusion="decision", aspp_rates=(1, 2, 3), aspp_branch=32, low_proj=16,
-                 builtup_hidden=32, vhr_encoder="patchify", vhr_scene_width=32):
+                 builtup_hidden=32, vhr_encoder="patchify", vhr_scene_width=32,
+                 s2_encoder="conv"):
         super().__init__()
         if vhr_encoder not in ("patchify", "scene_resnet"):
             raise ValueError(f"vhr_encoder must be 'patchify' or 'scene_resnet', not "
@@ -122,6 +123,8 @@ class UrbanFusionNet(nn.Module):
             vhr_low = vhr_scene_width          # the low-level features are stage 1's
         if fusion not in ("gated", "concat"):
             raise ValueError(f"fusion must be 'gated' or 'concat', not {fusion!r}")
+        if s2_encoder not in ("conv", "so2sat"):
+            raise ValueError(f"s2_encoder must be 'conv' or 'so2sat', not {s2_encoder!r}")
         if s2_fusion not in ("decision", "feature"):
             raise ValueError(f"s2_fusion must be 'decision' or 'feature', not {s2_fusion!r}")
         self.config = dict(
@@ -134,6 +137,9 @@ class UrbanFusionNet(nn.Module):
             fusion=fusion, s2_fusion=s2_fusion, aspp_rates=tuple(aspp_rates),
             aspp_branch=aspp_branch, low_proj=low_proj, builtup_hidden=builtup_hidden,
             vhr_encoder=vhr_encoder, vhr_scene_width=vhr_scene_width)
+        if s2_encoder != "conv":   # older checkpoints and cards have no such key
+            self.config["s2_encoder"] = s2_encoder
+        self.s2_encoder = s2_encoder
         d = width
         self.n_classes = n_classes
         self.fusion = fusion
@@ -168,10 +174,18 @@ class UrbanFusionNet(nn.Module):
         self.align = OffsetAligner(d, hidden=32, max_offset=max_offset, align=align)
 
         # --- Sentinel-2: one stream for the four seasons, told apart by a season embedding
-        self.s2_conv = nn.Conv2d(s2_bands, s2_hidden, 3, padding=1, bias=False)
-        self.s2_bn = nn.BatchNorm2d(s2_hidden)
-        self.season_embedding = nn.Parameter(torch.zeros(len(S2_SEASONS), s2_hidden))
-        self.s2_proj = ConvBNReLU(s2_hidden, d, 3)
+        if s2_encoder == "so2sat":
+            # the So2Sat LCZ42 ResNet's convolutions (40 m features, loaded by the trainer from
+            # the imported model), projected to D and upsampled to 10 m
+            from .so2sat_trunk import OUT_CHANNELS, So2SatTrunk
+            self.s2_trunk = So2SatTrunk()
+            self.season_embedding = nn.Parameter(torch.zeros(len(S2_SEASONS), d))
+            self.s2_proj = ConvBNReLU(OUT_CHANNELS, d, 1)
+        else:
+            self.s2_conv = nn.Conv2d(s2_bands, s2_hidden, 3, padding=1, bias=False)
+            self.s2_bn = nn.BatchNorm2d(s2_hidden)
+            self.season_embedding = nn.Parameter(torch.zeros(len(S2_SEASONS), s2_hidden))
+            self.s2_proj = ConvBNReLU(s2_hidden, d, 3)
         if s2_fusion == "decision":
             self.season_heads = nn.ModuleList([nn.Conv2d(d, n_classes, 1) for _ in S2_SEASONS])
             # decision-level fusion: what the S2 branch hands to the gated fusion is its
@@ -217,14 +231,20 @@ class UrbanFusionNet(nn.Module):
         """[N, 1, H/4, W/4] -> [N, ntl_hidden, H, W]."""
         return _up(self.ntl_convs(ntl), NTL_FACTOR)
 
-    def s2_stream(self, seasons, masks):
+    def s2_stream(self, seasons, masks, indices=None):
         """Four [N, 10, H, W] + four masks [N, 1, H, W] -> (S2 feature [N, D, H, W],
         per-season logits list of [N, 8, H, W] or None, S2 probabilities [N, 8, H, W] or None).
+        ``indices``: which seasons (0-3) ``seasons`` holds when some are structurally absent.
         """
+        indices = range(len(seasons)) if indices is None else indices
         feats, logits = [], []
-        for i, s2 in enumerate(seasons):
-            h = self.s2_bn(self.s2_conv(s2)) + self.season_embedding[i].view(1, -1, 1, 1)
-            f = self.s2_proj(F.relu(h))
+        for i, s2 in zip(indices, seasons):
+            if self.s2_encoder == "so2sat":
+                f = _up(self.s2_proj(self.s2_trunk(s2)), 4) + \
+                    self.season_embedding[i].view(1, -1, 1, 1)
+            else:
+                h = self.s2_bn(self.s2_conv(s2)) + self.season_embedding[i].view(1, -1, 1, 1)
+                f = self.s2_proj(F.relu(h))
             feats.append(f)
             if self.s2_fusion == "decision":
                 logits.append(self.season_heads[i](f))
@@ -261,7 +281,7 @@ class UrbanFusionNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, vhr, ntl, s2_spring, s2_summer, s2_autumn, s2_winter, temporal, valid,
-                return_aux=False):
+                return_aux=False, absent=frozenset()):
         """Returns (logits [N, 8, H, W], built_up [N, 1, H, W], gates [N, 4, H, W]), plus with
         ``return_aux`` a dict:
 
@@ -269,30 +289,53 @@ class UrbanFusionNet(nn.Module):
           the feature-consistency and triplet losses;
         * ``feat_vhr``, ``feat_ntl``, ``feat_s2``, ``feat_temporal`` [N, D, H, W];
         * ``flow`` [N, 2, H, W]: the NTL -> VHR offset in cells (zeros with align=False);
-        * ``season_logits``: list of four [N, 8, H, W] (decision mode; else None);
+        * ``season_logits``: list of the seasons' [N, 8, H, W] (decision mode; else None);
         * ``s2_probs`` [N, 8, H, W]: masked mean of the present seasons' softmaxes (decision
           mode; else None);
         * ``group_masks`` [N, 4, H, W]: the GATE_ORDER masks (S2 = any season present).
+
+        ``absent``: modalities (MODALITY_ORDER names) that are structurally absent, i.e. fed as
+        zeros with mask 0 everywhere (a model trained on a subset of the inputs). Their streams
+        are skipped: their features are zero after the mask anyway, so the result is the same
+        as feeding the zeros (the tests check it), at less cost. VHR and night light are
+        skipped only when both are absent (they share the alignment).
         """
         m_vhr, m_ntl, m_t = valid[:, 0:1], valid[:, 1:2], valid[:, 6:7]
         season_masks = [valid[:, c:c + 1] for c in S2_CHANNELS]
         m_s2 = torch.clamp(valid[:, 2:6].sum(dim=1, keepdim=True), max=1.0)
         group_masks = torch.cat([m_vhr, m_ntl, m_s2, m_t], dim=1)
+        n, height, width = valid.shape[0], valid.shape[-2], valid.shape[-1]
+        d = self.config["width"]
 
-        low, deep = self.vhr_stream(vhr, (valid.shape[-2], valid.shape[-1]))
-        p_vhr = self.extract.project("vhr", deep)
-        p_ntl = self.extract.project("ntl", self.ntl_stream(ntl))
-        e_vhr, a_ntl, flow = self.align(p_vhr, p_ntl, m_vhr * m_ntl)
-        f_vhr, _, inv_vhr = self.extract("vhr", e_vhr)
-        f_ntl, _, inv_ntl = self.extract("ntl", a_ntl)
+        def zeros(channels):
+            return valid.new_zeros((n, channels, height, width))
 
-        f_s2, season_logits, s2_probs = self.s2_stream(
-            [s2_spring, s2_summer, s2_autumn, s2_winter], season_masks)
-        f_t = self.temporal_stream(temporal)
+        if "vhr" in absent and "ntl" in absent:
+            low = None
+            f_vhr = f_ntl = inv_vhr = inv_ntl = zeros(d)
+            flow = zeros(2)
+        else:
+            low, deep = self.vhr_stream(vhr, (height, width))
+            p_vhr = self.extract.project("vhr", deep)
+            p_ntl = self.extract.project("ntl", self.ntl_stream(ntl))
+            e_vhr, a_ntl, flow = self.align(p_vhr, p_ntl, m_vhr * m_ntl)
+            f_vhr, _, inv_vhr = self.extract("vhr", e_vhr)
+            f_ntl, _, inv_ntl = self.extract("ntl", a_ntl)
+
+        seasons = [s2_spring, s2_summer, s2_autumn, s2_winter]
+        kept = [i for i, name in enumerate(S2_SEASONS) if name not in absent]
+        if kept:
+            f_s2, season_logits, s2_probs = self.s2_stream(
+                [seasons[i] for i in kept], [season_masks[i] for i in kept], kept)
+        else:
+            f_s2, season_logits, s2_probs = zeros(d), None, None
+        f_t = zeros(d) if "temporal" in absent else self.temporal_stream(temporal)
 
         fused, gates = self.fuse([f_vhr, f_ntl, f_s2, f_t], group_masks)
         x = self.aspp(fused)
-        x = self.decoder(torch.cat([x, self.low_proj(low) * m_vhr, m_vhr], dim=1))
+        low_feat = (zeros(self.config["low_proj"]) if low is None
+                    else self.low_proj(low) * m_vhr)
+        x = self.decoder(torch.cat([x, low_feat, m_vhr], dim=1))
         logits = self.classifier(x)
         built_up = torch.sigmoid(self.builtup_head(x))
         if not return_aux:

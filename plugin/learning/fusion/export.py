@@ -1,6 +1,6 @@
 """Export an UrbanFusionNet checkpoint to ONNX (one model per process) and check it.
 
-    python -m plugin.training.fusion.export CHECKPOINT.pt OUT.onnx [--threads N]
+    python -m plugin.learning.fusion.export CHECKPOINT.pt OUT.onnx [--threads N]
 
 The checkpoint is ``torch.save({"config": net.config, "state_dict": net.state_dict()})``.
 Graph inputs: vhr, ntl, s2_spring, s2_summer, s2_autumn, s2_winter, temporal, valid (see

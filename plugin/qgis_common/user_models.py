@@ -35,6 +35,6 @@ def find_model(name_or_path):
     return models.find_model(name_or_path, extra_dirs=model_dirs_for_qgis())
 
 
-def default_model_for(modalities):
+def default_model_for(modalities, inputs=None):
     from ..core import models
-    return models.default_model_for(modalities, extra_dirs=model_dirs_for_qgis())
+    return models.default_model_for(modalities, extra_dirs=model_dirs_for_qgis(), inputs=inputs)

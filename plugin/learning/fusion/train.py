@@ -1,6 +1,6 @@
 """Train the urban-function fusion network on generated scenes (``make train-fusion``).
 
-    python -m plugin.training.fusion.train --out models/urban_fusion.onnx [--scenes N]
+    python -m plugin.learning.fusion.train --out models/urban_fusion.onnx [--scenes N]
         [--val-scenes M] [--epochs E] [--cells C] [--config tiny|default]
         [--ablation concat|no_align|no_aux|feature_s2] [--threads 2] [--device auto]
 
@@ -406,7 +406,9 @@ def load_vhr_init(path):
         sha = hashlib.sha256(f.read()).hexdigest()
     copied = count_parameters(net.stem) + count_parameters(net.layers[0:4])
     rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
-    return net, {"file": rel, "sha256": sha, "model": card.get("name"),
+    from ..onnx_io import weights_sha256
+    return net, {"file": rel, "sha256": sha, "weights_sha256": weights_sha256(path),
+                 "model": card.get("name"),
                  "version": card.get("version"), "width": config["width"],
                  "copied": "stem, stages 1-2 (layers 0-3)",
                  "parameters_copied": copied,
@@ -735,7 +737,7 @@ def main(argv=None):
     # one torch thread: the parity check runs many small graphs, where a second thread gains
     # little and, measured on the 2-core machine while another process kept a core busy, made
     # the export 4x slower (default network 94 s with 2 threads, 22 s with 1)
-    export_info = export_in_subprocess("plugin.training.fusion.export", ckpt, bare,
+    export_info = export_in_subprocess("plugin.learning.fusion.export", ckpt, bare,
                                        "--threads", "1", cwd=REPO_ROOT)
     times["export"] = round(time.perf_counter() - t, 1)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e} over "
@@ -764,7 +766,7 @@ def main(argv=None):
     from .net import count_parameters
     architecture = {
         "description": (
-            "UrbanFusionNet (plugin/training/fusion/net.py). VHR 2 m: " + (
+            "UrbanFusionNet (plugin/learning/fusion/net.py). VHR 2 m: " + (
                 "the stem and first two stages of the real-data VHR scene classifier "
                 "(SceneResNet, " + ("initialised from " + vhr_init_record["file"] +
                                     f", fine-tuned at {VHR_LR_MULT:g} x the learning rate"
@@ -801,7 +803,7 @@ def main(argv=None):
     data = {
         "sources": [dict(s, images=n_by.get(s["dataset"], 0)) for s in cardlib.SOURCES],
         "scene_images_used": {"train": n_by, "validation": n_val},
-        "scene_images_split": ("plugin/training/vhr_split.csv: training scenes draw only "
+        "scene_images_split": ("plugin/learning/vhr_split.csv: training scenes draw only "
                                "'train' images, validation scenes only 'val' images"),
         "layouts": ("our synthetic city generator (plugin/samplecity.plan_city, painted at 2 m "
                     "by samplecity.scene.paint_scene); labels = mode class of each 10 m cell"),
@@ -823,7 +825,7 @@ def main(argv=None):
         "scene_cells": args.cells,
         "scene_size_m": args.cells * 10,
     }
-    cmd = "python -m plugin.training.fusion.train " + " ".join(argv)
+    cmd = "python -m plugin.learning.fusion.train " + " ".join(argv)
     training = {
         "onnx_file": os.path.basename(args.out),
         "seed": args.seed,

@@ -1,10 +1,10 @@
 """The fusion ablation study (``make fusion-ablations``): train the bundled design and each
 ablation on a short schedule for several seeds, then tabulate the exported models' scores.
 
-    python -m plugin.training.fusion.ablations [--steps 500] [--seeds 0 1]
+    python -m plugin.learning.fusion.ablations [--steps 500] [--seeds 0 1]
         [--variants base concat ...] [--report-only]
 
-Every run is ``python -m plugin.training.fusion.train --steps S --seed K [--ablation A]`` in its
+Every run is ``python -m plugin.learning.fusion.train --steps S --seed K [--ablation A]`` in its
 own process, written to ``build/fusion_ablations/seed<K>/<variant>.onnx`` (a finished run is
 not redone, so an interrupted study resumes). All runs share the training and validation scenes
 of the bundled model (the seed changes the initialisation, the crops and the dropout draws, not
@@ -56,7 +56,7 @@ def run_one(seed, variant, steps, threads):
         print(f"  seed {seed} {variant}: done before ({out})", flush=True)
         return 0.0
     ablation = VARIANTS[variant][0]
-    cmd = [sys.executable, "-m", "plugin.training.fusion.train", "--out", out,
+    cmd = [sys.executable, "-m", "plugin.learning.fusion.train", "--out", out,
            "--steps", str(steps), "--seed", str(seed), "--threads", str(threads),
            "--workdir", os.path.join(BUILD_DIR, "fusion_train", f"ablation_s{seed}_{variant}")]
     if ablation:
@@ -174,7 +174,7 @@ def report(seeds, steps, out_dir=OUT_DIR, doc_md=DOC_MD, doc_json=DOC_JSON, read
             v: {str(s): r for s, r in rr.items()} for v, rr in runs.items()}}, f, indent=1)
     os.replace(doc_json + ".tmp", doc_json)
     md = ["# Fusion ablation study", "",
-          "Measured by `python -m plugin.training.fusion.ablations` (`make fusion-ablations`). "
+          "Measured by `python -m plugin.learning.fusion.ablations` (`make fusion-ablations`). "
           "All numbers are inside the simulation described in "
           "[fusion_training_data.md](fusion_training_data.md): real VHR scene images, "
           "simulated night light, Sentinel-2 and temporal signature. Per-run values are in "

@@ -3,7 +3,7 @@ onto sample-city layouts, with simulated night-time light, Sentinel-2 and tempor
 
 One scene is a square tile of ``cells x cells`` output cells of 10 m (default 128: 1.28 km)::
 
-    from plugin.training.fusion.scenes import make_scene
+    from plugin.learning.fusion.scenes import make_scene
     s = make_scene(seed=0, split="train")
     s["vhr"]        float32 [3, 5H, 5W]   2 m RGB, digital numbers 0..255
     s["ntl"]        float32 [1, H/4, W/4] 40 m radiance, nW/cm2/sr (simulated)
@@ -24,7 +24,7 @@ In short:
   grid with ``map_to_plan_index`` -- the same code the sample city is made with;
 * labels: mode of the 5 x 5 class pixels of each cell; built-up: share of roof / paved materials;
 * VHR: every zone (a block, one river bank, the river, or a pond) gets one REAL
-  scene image of its class from the requested split of ``plugin/training/vhr_split.csv``,
+  scene image of its class from the requested split of ``plugin/learning/vhr_split.csv``,
   scaled to 100-150 m, mirror-tiled over the zone with a random offset and orientation;
   streets, major roads and the railway stay as the sample-city VHR renderer draws them; zone
   edges are feathered over ``FEATHER_PX`` pixels;

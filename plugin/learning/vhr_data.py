@@ -2,7 +2,7 @@
 
 The images live outside the repository (``../shared/data/vhr_scenes``, see its README.md) and are
 never committed, nor is anything cut from them. What the repository keeps is the split:
-``plugin/training/vhr_split.csv`` (``path,split``; paths relative to the data folder only).
+``plugin/learning/vhr_split.csv`` (``path,split``; paths relative to the data folder only).
 
 The split is stratified by dataset and original class (hence by function class and dataset),
 seeded, and keeps pixel-identical images (same JPEG bytes) in the same split.

@@ -1,6 +1,6 @@
 """Export a trained VHR scene checkpoint to ONNX (one model per process) and check it.
 
-    python -m plugin.training.vhr_export CHECKPOINT.pt OUT.onnx
+    python -m plugin.learning.vhr_export CHECKPOINT.pt OUT.onnx
 
 The graph maps patches ``[N, 3, P, P]`` (normalised) to probabilities ``[N, 8]`` averaged over
 the checkpoint's test-time views (``io.views``, see :class:`.vhr_model.ProbabilityNet`); the batch is

@@ -37,6 +37,39 @@ def torch_net_from_onnx(onnx_path, net_class, config):
     return net.eval()
 
 
+def weights_sha256(onnx_path):
+    """sha256 of the graph's initializers (names and bytes, sorted by name): the identity of the
+    weights, unchanged when only the card in the metadata is edited."""
+    import hashlib
+    import onnx
+    h = hashlib.sha256()
+    for init in sorted(onnx.load(onnx_path).graph.initializer, key=lambda i: i.name):
+        h.update(init.name.encode())
+        h.update(onnx.numpy_helper.to_array(init).tobytes())
+    return h.hexdigest()
+
+
+def load_matching_weights(net, onnx_path):
+    """Copy the ONNX file's ``net.*`` initializers into ``net`` where name and shape match (a
+    network that differs from the file's in some layers); returns (copied, skipped) key lists."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    weights = {i.name[len("net."):]: numpy_helper.to_array(i)
+               for i in onnx.load(onnx_path).graph.initializer if i.name.startswith("net.")}
+    state = net.state_dict()
+    copied, skipped = [], []
+    for key, value in state.items():
+        arr = weights.get(key)
+        if arr is not None and tuple(arr.shape) == tuple(value.shape):
+            state[key] = torch.from_numpy(arr.copy())
+            copied.append(key)
+        elif not key.endswith("num_batches_tracked"):
+            skipped.append(key)
+    net.load_state_dict(state)
+    return copied, skipped
+
+
 def lower_ir_version(path, ir_version=8):
     """IR 8 (with opset 17) loads in onnxruntime >= 1.13; the exporter writes IR 10."""
     import onnx

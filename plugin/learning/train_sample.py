@@ -1,6 +1,6 @@
 """Train the bundled sample-city model end to end (``make train-sample``).
 
-    python -m plugin.training.train_sample [--out models/sample_city_fusion.onnx]
+    python -m plugin.learning.train_sample [--out models/sample_city_fusion.onnx]
 
 1. generate the sample cities (training seeds 100.., validation seeds 200, 201; cached in build/),
 2. read them through the engine's co-registration with a stand-in card (mean 0, std 1) and
@@ -388,7 +388,7 @@ def main(argv=None):
 
     log("4/6 Export to ONNX (separate process) and parity check")
     bare = os.path.join(args.workdir, "model_nocard.onnx")
-    export_info = export_in_subprocess("plugin.training.export", ckpt, bare, cwd=REPO_ROOT)
+    export_info = export_in_subprocess("plugin.learning.export", ckpt, bare, cwd=REPO_ROOT)
     log(f"    parity max |onnxruntime - torch| = {export_info['parity_max_abs_diff']:.2e}")
 
     from .model import count_parameters, receptive_radius
@@ -418,7 +418,7 @@ def main(argv=None):
             "convolution to 10 m, 2 residual blocks. NTL: convolutions at 40 m, bilinear "
             "upsampling x4. Sentinel-2: one stream shared by the four seasons plus a learned "
             "season embedding. The mask is appended to the fused features. Plain torch "
-            "(plugin/training/model.py); batch norm is a fixed per-channel affine map at "
+            "(plugin/learning/model.py); batch norm is a fixed per-channel affine map at "
             "inference, so tiles give the same result as the whole image up to the overlap."),
         "parameters": params,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items()},
@@ -456,7 +456,7 @@ def main(argv=None):
         "final_training_loss": round(final_loss, 4),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
-        "command": "make train-sample  (python -m plugin.training.train_sample "
+        "command": "make train-sample  (python -m plugin.learning.train_sample "
                    "--out models/sample_city_fusion.onnx)",
     }
     import onnxruntime

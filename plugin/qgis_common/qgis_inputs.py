@@ -90,3 +90,72 @@ def layer_aoi(layer, selected_only=False):
     if aoi is None:
         return None, f"'{layer.name()}' has no polygon to process."
     return aoi, None
+
+
+def is_unset(value):
+    """True for an empty Processing parameter (None, '', or a QVariant NULL from the GUI and
+    the model designer)."""
+    if value is None:
+        return True
+    try:
+        from qgis.PyQt.QtCore import QVariant
+        if isinstance(value, QVariant) and value.isNull():
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(value, str) and value.strip() == ""
+
+
+def label_set(source, field, name, path=None):
+    """The engine's LabelSet (plugin.learning.labels) from a Processing feature source or a
+    vector layer: geometries as WKB with the ``field`` value, in the layer's CRS. The hash is
+    the file's when the layer is a plain file, else the features'."""
+    from ..learning.labels import LabelSet, features_sha256, file_sha256
+    features = []
+    for f in source.getFeatures():
+        geom = f.geometry()
+        if geom is None or geom.isNull() or geom.isEmpty():
+            continue
+        features.append((bytes(geom.asWkb()), f[field]))
+    features = [(g, (None if _is_null(v) else v)) for g, v in features]
+    crs = source.sourceCrs() if hasattr(source, "sourceCrs") else source.crs()
+    sha = file_sha256(path) if path and os.path.isfile(path) else features_sha256(features)
+    return LabelSet(name, crs_wkt(crs), features, field, sha, path or "")
+
+
+def _is_null(value):
+    try:
+        from qgis.PyQt.QtCore import QVariant
+        return value is None or (isinstance(value, QVariant) and value.isNull())
+    except ImportError:  # pragma: no cover
+        return value is None
+
+
+def vector_layer_path(layer):
+    """The plain file behind a vector layer, or None (memory layers, databases...)."""
+    if layer is None:
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+    path = parts.get("path")
+    return path if path and os.path.isfile(path) else None
+
+
+def processing_raster_inputs(alg, parameters, context, modality_params, labels):
+    """{modality: path} of the raster parameters given to a Processing algorithm
+    (``modality_params``: (parameter name, modality) pairs; ``labels``: modality -> label);
+    raises QgsProcessingException for a layer the engine cannot read."""
+    from qgis.core import QgsProcessingException
+    inputs = {}
+    for param, modality in modality_params:
+        if is_unset(parameters.get(param)):
+            continue
+        layer = alg.parameterAsRasterLayer(parameters, param, context)
+        if layer is None:
+            raise QgsProcessingException(f"{labels[modality]}: cannot open "
+                                         f"{parameters.get(param)!r} as a raster layer.")
+        path, problem = raster_layer_path(layer, labels[modality])
+        if problem:
+            raise QgsProcessingException(problem)
+        inputs[modality] = path
+    return inputs
+

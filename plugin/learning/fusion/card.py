@@ -154,13 +154,18 @@ def build_card(stats=None, training=None, metrics=None, architecture=None, data=
             "learnt from the layouts' materials, which the real VHR texture inside a zone "
             "does not follow. Gate weights show what the fusion used, not why. 10 m output "
             "cells."),
+        "real_data_validation": {
+            "status": "simulation_only",
+            "summary": ("trained and validated on generated scenes (simulated night light, "
+                        "Sentinel-2 and temporal signature); never picked by default for real "
+                        "layers. Fine-tune it on your labels (Train a model on your labels).")},
         "architecture": architecture or {},
         "training": training or {},
         "data": data or {},
         "metrics": metrics or {},
         "licence": LICENCE,
         "provenance": (
-            "Network, losses, training and export code in plugin/training/fusion (net.py, "
+            "Network, losses, training and export code in plugin/learning/fusion (net.py, "
             "losses.py, train.py, export.py). " + (
                 "The VHR trunk starts from our VHR scene classifier "
                 f"({(architecture or {})['vhr_init']['file']}, trained by make train-vhr on "
@@ -169,10 +174,10 @@ def build_card(stats=None, training=None, metrics=None, architecture=None, data=
                 if (architecture or {}).get("vhr_init") else
                 "Trained from scratch (random initialisation, no pretrained weights). ") +
             "Training and validation scenes are made by "
-            "plugin/training/fusion/scenes.py: sample-city layouts (plugin/samplecity, our own "
+            "plugin/learning/fusion/scenes.py: sample-city layouts (plugin/samplecity, our own "
             "code), real VHR scene images of the AID, UC Merced and RSSCN7 datasets "
             "(relabelled to the 8 classes; train / validation images as in "
-            "plugin/training/vhr_split.csv), simulated night-time light, Sentinel-2 and "
+            "plugin/learning/vhr_split.csv), simulated night-time light, Sentinel-2 and "
             "temporal signature. The scene images are not distributed with the plugin."),
         "data_licences": {s["dataset"]: s["licence"] for s in SOURCES},
         "authors": "Urban Functions contributors",

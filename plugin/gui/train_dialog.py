@@ -1,0 +1,258 @@
+"""The "Train on my area" dialog: pick the layers you will classify and your labels, and train.
+
+It runs the Processing algorithm ``urbanfunctions:train`` as a background task
+(QgsProcessingAlgRunnerTask), so the dialog, the toolbox and ``qgis_process`` do the same job.
+Progress shows the epoch, the held-out score and the time left; Cancel stops it with nothing
+written.
+"""
+import html
+
+from qgis.core import (
+    QgsApplication,
+    QgsMapLayerProxyModel,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+)
+from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.model_card import MODALITIES, MODALITY_LABELS
+from ..qgis_common import qgis_inputs
+from ..qgis_common.styling import PROP_MODALITY
+
+ALGORITHM = "urbanfunctions:train"
+BASES = (("Fine-tune the bundled fusion network (recommended)", ""),
+         ("Train the same network from scratch", "scratch"),
+         ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"))
+
+
+class _Feedback(QgsProcessingFeedback):
+    """Processing feedback that re-emits texts as Qt signals (queued into the GUI thread)."""
+
+    text = pyqtSignal(str)
+    info = pyqtSignal(str)
+
+    def setProgressText(self, text):
+        super().setProgressText(text)
+        self.text.emit(text)
+
+    def pushInfo(self, info):
+        super().pushInfo(info)
+        self.info.emit(info)
+
+    def reportError(self, error, fatalError=False):
+        super().reportError(error, fatalError)
+        self.info.emit(f"Error: {error}")
+
+
+class TrainDialog(QDialog):
+    finished_training = pyqtSignal(bool, dict)   # ok, the algorithm's results
+
+    def __init__(self, iface=None, parent=None):
+        super().__init__(parent or (iface.mainWindow() if iface else None))
+        self.iface = iface
+        self.setWindowTitle("Urban Functions: train on my area")
+        self.task = None
+        self.feedback = None
+        self.context = None
+        self.results = {}
+        outer = QVBoxLayout(self)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+
+        intro = QLabel("Adapt the network to your city from labels you have: OpenStreetMap "
+                       "land use, your own polygons, or points from the labelling dock. Whole "
+                       "1 km blocks are held out to measure the result against a RandomForest.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+
+        inputs = QGroupBox("Layers you will classify (any subset)")
+        form = QFormLayout(inputs)
+        self.input_combos = {}
+        for m in MODALITIES:
+            combo = QgsMapLayerComboBox()
+            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setAllowEmptyLayer(True)
+            combo.setLayer(None)
+            self.input_combos[m] = combo
+            form.addRow(MODALITY_LABELS[m], combo)
+        lay.addWidget(inputs)
+
+        labels = QGroupBox("Labels")
+        form = QFormLayout(labels)
+        self.labels_combo = QgsMapLayerComboBox()
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer |
+                                     QgsMapLayerProxyModel.PointLayer)
+        self.field_combo = QgsFieldComboBox()
+        self.labels_combo.layerChanged.connect(self.field_combo.setLayer)
+        self.field_combo.setLayer(self.labels_combo.currentLayer())
+        self.class_map = QgsFileWidget()
+        self.class_map.setFilter("CSV (*.csv)")
+        self.class_map.lineEdit().setPlaceholderText("empty = OpenStreetMap land use and our "
+                                                     "class names")
+        form.addRow("Label layer (polygons or points)", self.labels_combo)
+        form.addRow("Label field", self.field_combo)
+        form.addRow("Class map (CSV)", self.class_map)
+        lay.addWidget(labels)
+
+        settings = QGroupBox("Training")
+        form = QFormLayout(settings)
+        self.base_combo = QComboBox()
+        for label, value in BASES:
+            self.base_combo.addItem(label, value)
+        self.minutes = QSpinBox()
+        self.minutes.setRange(1, 1440)
+        self.minutes.setValue(15)
+        self.minutes.setSuffix(" min")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(0, 1000)
+        self.epochs.setSpecialValueText("as many as the time limit allows")
+        self.output = QgsFileWidget()
+        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setFilter("ONNX model (*.onnx)")
+        self.output.lineEdit().setPlaceholderText("empty = your user models folder")
+        form.addRow("Start from", self.base_combo)
+        form.addRow("Time limit", self.minutes)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Output model", self.output)
+        lay.addWidget(settings)
+
+        # always visible below the scroll area: progress, status and the buttons
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.RichText)
+        self.status.setOpenExternalLinks(True)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumHeight(110)
+        outer.addWidget(self.progress)
+        outer.addWidget(self.status)
+        outer.addWidget(self.log)
+        self.buttons = QDialogButtonBox()
+        self.train_button = self.buttons.addButton("Train", QDialogButtonBox.AcceptRole)
+        self.cancel_button = self.buttons.addButton("Cancel", QDialogButtonBox.RejectRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.train_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.close)
+        self.cancel_button.setEnabled(False)
+        outer.addWidget(self.buttons)
+        self.resize(620, 640)
+        self.autofill_inputs()
+
+    # inputs -------------------------------------------------------------------------------
+    def autofill_inputs(self):
+        """Fill empty pickers with layers tagged with their modality (e.g. the sample city)."""
+        for layer in QgsProject.instance().mapLayers().values():
+            modality = layer.customProperty(PROP_MODALITY)
+            combo = self.input_combos.get(modality)
+            if combo is not None and combo.currentLayer() is None:
+                combo.setLayer(layer)
+
+    def parameters(self):
+        params = {}
+        for m, combo in self.input_combos.items():
+            layer = combo.currentLayer()
+            if layer is not None:
+                path, _ = qgis_inputs.raster_layer_path(layer)
+                params[m.upper()] = path or layer
+        layer = self.labels_combo.currentLayer()
+        # a file-based layer goes by its source, so the background task opens its own copy
+        # (layers of the project belong to the main thread); others (memory) as they are
+        params["LABELS"] = layer.source() if (
+            layer is not None and qgis_inputs.vector_layer_path(layer)) else layer
+        params["LABEL_FIELD"] = self.field_combo.currentField()
+        if self.class_map.filePath().strip():
+            params["CLASS_MAP"] = self.class_map.filePath().strip()
+        params["BASE_MODEL"] = self.base_combo.currentData()
+        params["MAX_MINUTES"] = float(self.minutes.value())
+        params["EPOCHS"] = int(self.epochs.value())
+        out = self.output.filePath().strip()
+        if out:
+            params["OUTPUT_MODEL"] = out if out.lower().endswith(".onnx") else out + ".onnx"
+        return params
+
+    def problem(self, params):
+        """Why Train cannot start, or ''."""
+        if not any(m.upper() in params for m in MODALITIES):
+            return "Choose at least one layer to classify."
+        if params.get("LABELS") in (None, ""):
+            return "Choose the label layer (polygons or points)."
+        if not params.get("LABEL_FIELD"):
+            return "Choose the field that holds the labels."
+        return ""
+
+    # running ------------------------------------------------------------------------------
+    def start(self):
+        params = self.parameters()
+        problem = self.problem(params)
+        if problem:
+            self.status.setText(f"<span style='color:#c00'>{html.escape(problem)}</span>")
+            return None
+        alg = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+        if alg is None:
+            self.status.setText("<span style='color:#c00'>The Urban Functions Processing "
+                                "provider is not loaded.</span>")
+            return None
+        self.log.clear()
+        self.progress.setValue(0)
+        self.status.setText("Starting…")
+        self.context = QgsProcessingContext()
+        self.context.setProject(QgsProject.instance())
+        self.feedback = _Feedback()
+        self.feedback.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
+        self.feedback.text.connect(lambda t: self.status.setText(html.escape(t)))
+        self.feedback.info.connect(self.log.appendPlainText)
+        self.task = QgsProcessingAlgRunnerTask(alg, params, self.context, self.feedback)
+        self.task.executed.connect(self._done)
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def cancel(self):
+        if self.feedback is not None:
+            self.feedback.cancel()
+            self.status.setText("Cancelling… nothing will be written.")
+
+    def _done(self, ok, results):
+        self.train_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.results = dict(results or {})
+        self.task = None
+        if ok and self.results.get("MODEL"):
+            report = self.results.get("REPORT", "")
+            self.progress.setValue(100)
+            self.status.setText(
+                f"<b>Trained:</b> {html.escape(self.results.get('NAME', ''))} "
+                f"({html.escape(self.results['MODEL'])}). "
+                f"<a href='file://{html.escape(report)}'>Open the report</a>. "
+                "Classify uses it by default for these layers over this area.")
+        else:
+            reason = "cancelled; nothing was written" if (
+                self.feedback is not None and self.feedback.isCanceled()) else \
+                "failed; see the log below"
+            self.status.setText(f"<span style='color:#c00'>Training {reason}.</span>")
+        self.finished_training.emit(bool(ok), self.results)

@@ -1,0 +1,199 @@
+"""User labels (polygons or points, any CRS) rasterised onto the model's output grid.
+
+A polygon labels the cells that lie *fully* inside it (its centre inside and no edge of the
+polygon crossing the cell); a point labels the cell under it. Cells claimed by two different
+classes, and cells no label covers, are unlabelled (ignored by the loss and by validation).
+Pure GDAL/OGR and numpy.
+"""
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from ..core.classes import FUNCTION_CLASSES
+from ..core.errors import InputError
+from ..core.rasters import srs_from_wkt
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+UNLABELLED = -1
+KEYS = tuple(c.key for c in FUNCTION_CLASSES)
+
+
+@dataclass
+class LabelSet:
+    """Label features in memory: [(geometry WKB, value)] in ``crs_wkt``."""
+    name: str
+    crs_wkt: str
+    features: list
+    field: str
+    sha256: str          # of the label file when there is one, else of the features
+    source: str = ""
+
+    @property
+    def count(self):
+        return len(self.features)
+
+    @property
+    def kind(self):
+        types = {ogr.GT_Flatten(ogr.CreateGeometryFromWkb(g).GetGeometryType())
+                 for g, _ in self.features[:1000]}
+        if types <= {ogr.wkbPoint, ogr.wkbMultiPoint}:
+            return "points"
+        if types <= {ogr.wkbPolygon, ogr.wkbMultiPolygon}:
+            return "polygons"
+        return "mixed"
+
+    def bounds(self, dst_wkt):
+        """(xmin, ymin, xmax, ymax) of the features in ``dst_wkt``."""
+        ct = _transform(self.crs_wkt, dst_wkt)
+        env = None
+        for wkb, _ in self.features:
+            g = ogr.CreateGeometryFromWkb(wkb)
+            if ct is not None:
+                g.Transform(ct)
+            x0, x1, y0, y1 = g.GetEnvelope()
+            env = (x0, y0, x1, y1) if env is None else (
+                min(env[0], x0), min(env[1], y0), max(env[2], x1), max(env[3], y1))
+        return env
+
+
+def _transform(src_wkt, dst_wkt):
+    src, dst = srs_from_wkt(src_wkt), srs_from_wkt(dst_wkt)
+    if src.IsSame(dst):
+        return None
+    for s in (src, dst):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(src, dst)
+
+
+def features_sha256(features):
+    h = hashlib.sha256()
+    for wkb, value in features:
+        h.update(bytes(wkb))
+        h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_label_file(path, field, layer=None):
+    """A :class:`LabelSet` from a vector file (GeoPackage, shapefile...), read with OGR."""
+    try:
+        ds = ogr.Open(path, 0)
+    except RuntimeError as exc:
+        raise InputError(f"Labels: cannot open {path!r} as a vector file ({exc}).") from exc
+    if ds is None:
+        raise InputError(f"Labels: cannot open {path!r} as a vector file.")
+    lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
+    if lyr is None:
+        raise InputError(f"Labels: {path!r} has no layer {layer!r}.")
+    defn = lyr.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if field not in names:
+        raise InputError(f"Labels: {path!r} has no field {field!r}; its fields are "
+                         f"{', '.join(names) or 'none'}.")
+    srs = lyr.GetSpatialRef()
+    if srs is None:
+        raise InputError(f"Labels: {path!r} has no coordinate reference system.")
+    feats = []
+    for f in lyr:
+        g = f.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            continue
+        feats.append((bytes(g.ExportToWkb()), f.GetField(field)))
+    return LabelSet(lyr.GetName(), srs.ExportToWkt(), feats, field, file_sha256(path), path)
+
+
+@dataclass
+class Rasterised:
+    labels: np.ndarray         # [H, W] int16 class index (card order), UNLABELLED elsewhere
+    counts: dict               # function key -> labelled cells
+    features_by_class: dict    # function key -> features
+    ignored_features: int      # features mapped to ``ignore``
+    conflict_cells: int        # cells claimed by two classes (left unlabelled)
+    outside_features: int      # features outside the grid
+
+
+_KEEP = []  # the Memory data sources must outlive their layers
+
+
+def _mem_layer(srs_wkt):
+    ds = ogr.GetDriverByName("Memory").CreateDataSource("labels")
+    lyr = ds.CreateLayer("labels", srs=srs_from_wkt(srs_wkt), geom_type=ogr.wkbUnknown)
+    _KEEP[:] = _KEEP[-7:] + [ds]
+    return ds, lyr
+
+
+def _burn(grid, lyr, all_touched=False):
+    mem = gdal.GetDriverByName("MEM").Create("", grid.width, grid.height, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform(grid.geotransform)
+    mem.SetProjection(grid.crs_wkt)
+    opts = ["ALL_TOUCHED=TRUE"] if all_touched else []
+    gdal.RasterizeLayer(mem, [1], lyr, burn_values=[1], options=opts)
+    return mem.ReadAsArray().astype(bool)
+
+
+def rasterise(labelset, class_map, grid, class_keys=KEYS):
+    """Labels on ``grid`` as class indices into ``class_keys`` (the model card's class order)."""
+    mapping = class_map.resolve({v for _, v in labelset.features})
+    ct = _transform(labelset.crs_wkt, grid.crs_wkt)
+    groups = {}
+    ignored = 0
+    for wkb, value in labelset.features:
+        key = mapping[value]
+        if key == "ignore":
+            ignored += 1
+            continue
+        g = ogr.CreateGeometryFromWkb(wkb)
+        if ct is not None:
+            g.Transform(ct)
+        groups.setdefault(key, []).append(g)
+    index = {k: i for i, k in enumerate(class_keys)}
+    claimed = np.zeros((grid.height, grid.width), np.int16)
+    labels = np.full((grid.height, grid.width), UNLABELLED, np.int16)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    outside = 0
+    for key, geoms in groups.items():
+        if key not in index:
+            raise InputError(f"Labels: the class {key!r} is not a class of this model "
+                             f"({', '.join(class_keys)}).")
+        # one burn per class (fast on large layers): areas, points, and the polygon edges
+        _, areas = _mem_layer(grid.crs_wkt)
+        _, edges = _mem_layer(grid.crs_wkt)
+        for g in geoms:
+            x0, x1, y0, y1 = g.GetEnvelope()
+            if x1 < gx0 or x0 > gx1 or y1 < gy0 or y0 > gy1:
+                outside += 1
+                continue
+            gtype = ogr.GT_Flatten(g.GetGeometryType())
+            if gtype not in (ogr.wkbPoint, ogr.wkbMultiPoint, ogr.wkbPolygon,
+                             ogr.wkbMultiPolygon):
+                raise InputError("Labels must be polygons or points; a feature is "
+                                 f"{ogr.GeometryTypeToName(gtype)}.")
+            feat = ogr.Feature(areas.GetLayerDefn())
+            feat.SetGeometry(g)
+            areas.CreateFeature(feat)
+            if gtype in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+                edge = ogr.Feature(edges.GetLayerDefn())
+                edge.SetGeometry(g.GetBoundary())
+                edges.CreateFeature(edge)
+        # a polygon labels the cells fully inside it: drop every cell one of its edges touches
+        inside = _burn(grid, areas) & ~_burn(grid, edges, all_touched=True)
+        claimed += inside
+        labels[inside] = index[key]
+    labels[claimed > 1] = UNLABELLED
+    counts = Counter()
+    for key in class_keys:
+        counts[key] = int((labels == index[key]).sum())
+    return Rasterised(labels, dict(counts), {k: len(v) for k, v in groups.items()}, ignored,
+                      int((claimed > 1).sum()), outside)

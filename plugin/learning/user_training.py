@@ -1,0 +1,780 @@
+"""Train a model on the user's own labels: the job behind ``urbanfunctions:train``.
+
+1. The inputs are read once through the engine's feeds on the grid classify would use
+   (:mod:`.grid_feeds`), over the labels' area.
+2. The labels (polygons or points, any CRS, OpenStreetMap land use or the user's own classes)
+   are mapped to the eight functions (:mod:`.class_map`) and rasterised onto that grid
+   (:mod:`.labels`).
+3. Whole blocks of ground are held out, with a buffer of the network's receptive field
+   (:mod:`.blocks`).
+4. The fusion network is fine-tuned from the bundled weights (or trained from scratch) on the
+   training blocks: weighted CE + Dice + Focal, with the cross-modal consistency and triplet
+   losses and modality dropout when two or more inputs are given; class-balanced crops,
+   flips and 90 degree rotations.
+5. It is exported (only the given inputs), checked against torch in onnxruntime, run through
+   the engine's own classify on the held-out blocks, and compared there with a RandomForest
+   baseline and with the untrained base model. The card records all of it.
+
+Nothing is written until the end: the model, its Markdown card, the metrics JSON and the HTML
+report appear together, or not at all (cancel, failure).
+"""
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..core.classes import FUNCTION_CLASSES
+from ..core.errors import Cancelled, InputError, ModelError, OutputError
+from ..core.grid import plan_grid
+from ..core.model_card import SCHEMA, USER_LABELS, parse_card
+from ..core.models import BUNDLED_DIR
+from .blocks import split_blocks
+from .class_map import load_class_map
+from .labels import UNLABELLED, file_sha256, rasterise
+from .metrics import confusion_matrix, scores
+
+BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
+SCRATCH = "scratch"
+MIN_CELLS_PER_CLASS = 200      # fewer labelled cells than this: a warning
+CROP = 64                      # training crops, output cells (a multiple of 8)
+BATCH = 8
+STEPS_PER_EPOCH = 60
+MAX_EPOCHS = 40
+LR = {"fine-tune": 1e-3, SCRATCH: 2e-3}
+VHR_LR_MULT = 0.1              # pretrained trunks (real-data VHR scene model, So2Sat) move less
+EVAL_TILE = 128
+KEYS = tuple(c.key for c in FUNCTION_CLASSES)
+
+
+@dataclass
+class TrainRequest:
+    inputs: Dict[str, str]             # modality -> raster path (classify's names)
+    labels: object                     # a .labels.LabelSet
+    output_path: str                   # the .onnx to write
+    class_map_path: Optional[str] = None
+    base_model: Optional[str] = None   # .onnx path; None = the bundled fusion model; "scratch"
+    s2_trunk: Optional[str] = None     # the imported So2Sat ONNX: the S2 stream starts from it
+    extent: Optional[tuple] = None     # (xmin, ymin, xmax, ymax, crs_wkt)
+    aoi: Optional[tuple] = None        # (polygon_wkt, crs_wkt)
+    validation_share: float = 0.2
+    block_m: float = 1000.0
+    max_minutes: float = 10.0
+    epochs: int = 0                    # 0 = as many as max_minutes allows (up to MAX_EPOCHS)
+    device: str = "auto"
+    seed: int = 0
+    name: Optional[str] = None
+    overwrite: bool = False
+    baseline: bool = True
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    name: str
+    metrics: dict
+    report_path: str
+    metrics_path: str
+    markdown_path: str
+    card: dict
+    messages: list = field(default_factory=list)
+
+
+def outputs_for(model_path):
+    stem = os.path.splitext(model_path)[0]
+    return {"model": model_path, "markdown": stem + ".md", "metrics": stem + "_metrics.json",
+            "report": stem + "_report.html"}
+
+
+def slug(text):
+    out = "".join(ch.lower() if ch.isalnum() else "-" for ch in str(text)).strip("-")
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out or "my-model"
+
+
+def check_outputs(request):
+    """Fail before any work when the outputs cannot be written, or would overwrite an input."""
+    path = request.output_path
+    if not path or not path.lower().endswith(".onnx"):
+        raise OutputError(f"{path!r}: the output model must be an .onnx file.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"The output folder {folder!r} does not exist.")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"The output folder {folder!r} is not writable.")
+    protected = {os.path.realpath(p) for p in request.inputs.values() if p}
+    for p in (request.labels.source, request.base_model, request.class_map_path):
+        if p and os.path.exists(p):
+            protected.add(os.path.realpath(p))
+    for kind, p in outputs_for(path).items():
+        if os.path.realpath(p) in protected:
+            raise OutputError(f"{p!r} is one of the inputs; it is never overwritten.")
+        if os.path.exists(p) and not request.overwrite:
+            raise OutputError(f"{p!r} already exists; choose another name or allow overwriting.")
+
+
+def _python_for_torch():
+    """A Python that imports this torch: the venv's own when torch comes from one (QGIS embeds
+    Python, so sys.executable may be QGIS itself)."""
+    import torch
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    venv = os.path.dirname(os.path.dirname(os.path.dirname(site)))
+    for cand in (os.path.join(venv, "bin", "python"), os.path.join(venv, "Scripts", "python.exe")):
+        if os.path.isfile(cand):
+            return cand, site
+    exe = sys.executable
+    if os.path.basename(exe).lower().startswith("python"):
+        return exe, site
+    return shutil.which("python3") or "python3", site
+
+
+def export_checkpoint(ckpt_path, out_path):
+    """Run :mod:`.user_export` in its own process; returns its JSON summary."""
+    from ..core.environment import PLUGIN_ROOT
+    python, site = _python_for_torch()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([PLUGIN_ROOT, site] + (
+        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    res = subprocess.run([python, "-m", "plugin.learning.user_export", ckpt_path, out_path],
+                         cwd=PLUGIN_ROOT, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise ModelError("The ONNX export of the trained model failed:\n"
+                         + (res.stderr or res.stdout)[-2000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------- the base
+def load_base(base_model):
+    """(base card, path or None for scratch, architecture config)."""
+    from ..core.model_card import read_card
+    path = BASE_DEFAULT if base_model in (None, "", SCRATCH) else base_model
+    if not os.path.isfile(path):
+        raise ModelError(f"Base model not found: {path!r}.")
+    card = read_card(path)
+    config = (card.raw.get("architecture") or {}).get("config")
+    if card.task != "segmentation" or not config or "s2_fusion" not in config:
+        raise ModelError(
+            f"{card.name} cannot be trained here: training on your labels supports the fusion "
+            "network (urban-fusion and models trained from it). Fine-tuning the patch "
+            "classifiers (VHR scene model, So2Sat) is not available yet.")
+    return card, (None if base_model == SCRATCH else path), dict(config)
+
+
+def training_card(base, modalities, s2_trunk=False):
+    """The base card restricted to the user's inputs (the card the trained model gets). With
+    the So2Sat trunk, Sentinel-2 is fed as the So2Sat network was trained: DN / 10000."""
+    raw = json.loads(json.dumps(base.raw))
+    raw["inputs"] = [i for i in raw["inputs"] if i["modality"] in modalities]
+    if s2_trunk:
+        for spec in raw["inputs"]:
+            if spec["modality"].startswith("s2_"):
+                spec["mean"] = [0.0] * len(spec["bands"])
+                spec["std"] = [1.0] * len(spec["bands"])
+    missing = sorted(set(modalities) - {i["modality"] for i in raw["inputs"]})
+    if missing:
+        raise InputError(f"The base model {base.name} has no input for {', '.join(missing)}.")
+    raw["derived_outputs"] = [d for d in raw.get("derived_outputs") or []
+                              if d.get("name") != "gates" or len(modalities) > 1]
+    return raw
+
+
+# ------------------------------------------------------------------------------- training
+class _Batches:
+    """Class-balanced training crops with flips and 90 degree rotations."""
+
+    def __init__(self, feeds, train_labels, present, seed):
+        self.feeds = feeds
+        self.labels = train_labels
+        self.present = present
+        self.rng = np.random.default_rng(seed)
+        self.by_class = {}
+        ys, xs = np.nonzero(train_labels != UNLABELLED)
+        cls = train_labels[ys, xs]
+        for k in np.unique(cls):
+            sel = cls == k
+            self.by_class[int(k)] = (ys[sel], xs[sel])
+        self.classes = sorted(self.by_class)
+
+    def sample(self, batch, crop):
+        import torch
+        g = self.feeds.grid
+        ch, cw = min(crop, g.height), min(crop, g.width)
+        xs = {n: [] for n in self.present}
+        masks, targets = [], []
+        for _ in range(batch):
+            k = self.classes[self.rng.integers(len(self.classes))]
+            ys, xs_ = self.by_class[k]
+            i = self.rng.integers(len(ys))
+            # a crop holding the cell, at a random offset, on the 8-cell lattice of the tiles
+            r0 = int(np.clip(ys[i] - self.rng.integers(ch), 0, g.height - ch)) // 8 * 8
+            c0 = int(np.clip(xs_[i] - self.rng.integers(cw), 0, g.width - cw)) // 8 * 8
+            win, mask = self.feeds.window(c0, r0, cw, ch)
+            lab = self.labels[r0:r0 + ch, c0:c0 + cw]
+            rot, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
+
+            def aug(a):
+                a = np.rot90(a, rot, axes=(-2, -1))
+                return np.ascontiguousarray(a[..., ::-1] if flip else a)
+            for n in self.present:
+                xs[n].append(aug(win[n]))
+            masks.append(aug(mask))
+            targets.append(aug(lab))
+        t = [torch.from_numpy(np.stack(xs[n])) for n in self.present]
+        valid = torch.from_numpy(np.stack(masks))
+        target = torch.from_numpy(np.stack(targets).astype(np.int64))
+        return t, valid, target
+
+
+def predict(model, feeds, present, device, where=None, tile=EVAL_TILE, margin=None):
+    """Class indices [H, W] from the torch model over the tiles holding ``where`` cells
+    (all cells when None); each tile is read with ``margin`` cells of context around it."""
+    import torch
+    g = feeds.grid
+    margin = margin if margin is not None else 32
+    margin = int(math.ceil(margin / 8.0)) * 8
+    out = np.full((g.height, g.width), UNLABELLED, np.int16)
+    model.eval()
+    for r in range(0, g.height, tile):
+        for c in range(0, g.width, tile):
+            th, tw = min(tile, g.height - r), min(tile, g.width - c)
+            if where is not None and not where[r:r + th, c:c + tw].any():
+                continue
+            r0, c0 = max(0, r - margin), max(0, c - margin)
+            r1, c1 = min(g.height, r + th + margin), min(g.width, c + tw + margin)
+            win, mask = feeds.window(c0, r0, c1 - c0, r1 - r0)
+            with torch.no_grad():
+                xs = [torch.from_numpy(np.ascontiguousarray(win[n]))[None].to(device)
+                      for n in present]
+                probs = model(*xs, torch.from_numpy(np.ascontiguousarray(mask))[None]
+                              .to(device))[0][0]
+            pred = probs.argmax(0).cpu().numpy().astype(np.int16)
+            valid = mask.max(axis=0) > 0
+            pred[~valid] = UNLABELLED
+            out[r:r + th, c:c + tw] = pred[r - r0:r - r0 + th, c - c0:c - c0 + tw]
+    return out
+
+
+def score(truth, pred):
+    sel = truth != UNLABELLED
+    cm = confusion_matrix(truth[sel], np.where(pred[sel] < 0, 0, pred[sel]), len(KEYS))
+    s = scores(cm, list(KEYS))
+    s["confusion_matrix"] = cm.tolist()
+    return s
+
+
+def _param_groups(model, lr):
+    trunk, rest = [], []
+    frozen = {id(p) for m in model.absent_modules() for p in m.parameters()}
+    for name, p in model.net.named_parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+            continue
+        # pretrained trunks (the VHR scene model's, So2Sat's) move less
+        (trunk if name.startswith(("vhr_trunk.", "s2_trunk.")) else rest).append(p)
+    groups = [{"params": rest, "lr": lr}]
+    if trunk:
+        groups.append({"params": trunk, "lr": lr * VHR_LR_MULT})
+    return groups
+
+
+def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, max_seconds,
+                  device, seed, class_weights, progress, is_cancelled, log, margin=32):
+    """Train in epochs of STEPS_PER_EPOCH steps; the number of epochs is ``epochs_cap`` or, when
+    0, what ``max_seconds`` allows after the first epoch is timed (the cosine schedule is then
+    fixed, so a rerun with that epoch count reproduces the run). Returns the history."""
+    import torch
+    from .fusion.losses import IGNORE_INDEX, fusion_loss, modality_dropout, zero_absent
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lr = LR[SCRATCH if mode == SCRATCH else "fine-tune"]
+    opt = torch.optim.AdamW(_param_groups(model, lr), weight_decay=1e-4)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    weights = torch.tensor(class_weights, dtype=torch.float32, device=device)
+    groups_given = len({("s2" if m.startswith("s2_") else m) for m in present})
+    history = []
+    t0 = time.perf_counter()
+    epochs = epochs_cap or MAX_EPOCHS
+    epoch = 0
+    while epoch < epochs:
+        model.train()
+        # batch norm adapts to the user's data in the streams that see it; the streams of
+        # absent inputs keep the base model's statistics
+        for module in model.absent_modules():
+            module.eval()
+        losses = []
+        for step in range(STEPS_PER_EPOCH):
+            if is_cancelled():
+                raise Cancelled("Cancelled by the user; no model was written.")
+            frac = (epoch * STEPS_PER_EPOCH + step) / float(epochs * STEPS_PER_EPOCH)
+            for g, b in zip(opt.param_groups, base_lrs):
+                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
+            xs, valid, target = batches.sample(BATCH, CROP)
+            if groups_given >= 2:
+                valid = modality_dropout(valid, 0.25, gen)
+                xs = list(zero_absent(tuple(xs), valid))
+            # labelled cells where no input has data teach nothing
+            target = torch.where(valid.amax(dim=1) > 0, target, torch.full_like(target, -1))
+            target = torch.where(target < 0, torch.full_like(target, IGNORE_INDEX), target)
+            xs = [x.to(device) for x in xs]
+            out = model(*xs, valid.to(device), return_aux=True)
+            loss, _ = fusion_loss(out, target.to(device), class_weights=weights,
+                                  generator=gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            done = (epoch + (step + 1) / STEPS_PER_EPOCH) / epochs
+            progress(done, f"Epoch {epoch + 1} of {epochs}")
+        epoch += 1
+        elapsed = time.perf_counter() - t0
+        pred = predict(model, feeds, present, device, where=val_labels != UNLABELLED,
+                       margin=margin)
+        s = score(val_labels, pred)
+        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                        "validation_overall_accuracy": s["overall_accuracy"],
+                        "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
+        per_epoch = elapsed / epoch
+        if epoch == 1 and not epochs_cap:
+            # fix the schedule from the measured epoch time (kept in the card)
+            epochs = int(max(1, min(MAX_EPOCHS, max_seconds // max(per_epoch, 1e-3))))
+        left = per_epoch * (epochs - epoch)
+        log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
+            f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
+            "min left")
+        progress(epoch / epochs, f"Epoch {epoch} of {epochs}: held-out OA "
+                 f"{s['overall_accuracy']:.3f}, about {left / 60:.1f} min left")
+    return history
+
+
+def class_weights_for(train_labels, n_classes):
+    counts = np.bincount(train_labels[train_labels != UNLABELLED].astype(np.int64),
+                         minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    present = counts > 0
+    w[present] /= w[present].mean()
+    return w
+
+
+def receptive_radius(base, card):
+    """Cells a prediction can see around it: the architecture's bound when the card has it
+    (the buffer between training and held-out cells), else the card's context."""
+    rf = (base.raw.get("architecture") or {}).get("receptive_field_radius_cells")
+    if isinstance(rf, dict):
+        rf = rf.get("bound") or rf.get("measured")
+    return int(rf or card.output.context_cells)
+
+
+# ------------------------------------------------------------------------------- the job
+@dataclass
+class Prepared:
+    raw: dict           # the trained model's card so far (base card, user's inputs only)
+    card: object
+    grid: object
+    ras: object         # .labels.Rasterised
+    split: object       # .blocks.BlockSplit
+    receptive: int
+    class_map: object
+
+
+def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": None):
+    """The grid, the rasterised labels and the spatial-block split of a training request
+    (deterministic: the same request gives the same held-out cells, so other models can be
+    scored on them)."""
+    raw = training_card(base, set(inputs), s2_trunk=bool(request.s2_trunk))
+    card = parse_card(raw)
+    class_map = load_class_map(request.class_map_path)
+    labelset = request.labels
+    if labelset.count == 0:
+        raise InputError(f"Labels: the layer {labelset.name!r} has no feature.")
+
+    # the grid: the labels' area (plus the receptive field) inside the inputs
+    receptive = receptive_radius(base, card)
+    if request.s2_trunk:
+        from .fusion.so2sat_trunk import RECEPTIVE_RADIUS, STRIDE
+        receptive += RECEPTIVE_RADIUS + STRIDE   # the trunk replaces a 2-conv stream
+    probe = plan_grid(card, inputs)
+    extent = request.extent
+    if extent is None and request.aoi is None:
+        b = labelset.bounds(probe.crs_wkt)
+        pad = receptive * card.output.gsd_m
+        extent = (b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad, probe.crs_wkt)
+    try:
+        grid = plan_grid(card, inputs, extent, request.aoi)
+    except InputError as exc:
+        raise InputError(f"The labels do not overlap the input rasters ({exc})") from exc
+    say(f"Training grid: {grid.width} x {grid.height} cells of {grid.cell:g} m.")
+    outer_progress(0.01, "Rasterising the labels")
+    ras = rasterise(labelset, class_map, grid, KEYS)
+    total_labelled = sum(ras.counts.values())
+    if total_labelled == 0:
+        raise InputError("No grid cell is labelled: polygons must hold whole "
+                         f"{grid.cell:g} m cells and lie over the input rasters.")
+    none = [k for k in KEYS if ras.counts[k] == 0]
+    few = [k for k in KEYS if 0 < ras.counts[k] < MIN_CELLS_PER_CLASS]
+    say("Labelled cells per class: " + ", ".join(f"{k} {ras.counts[k]}" for k in KEYS
+                                                 if ras.counts[k]))
+    if none:
+        say(f"Warning: no labels for {', '.join(none)}: the model does not learn these classes "
+            "from your area and will rarely predict them.")
+    if few:
+        say(f"Warning: few labels (under {MIN_CELLS_PER_CLASS} cells) for {', '.join(few)}: "
+            "their figures are unreliable; label more where you can.")
+    if ras.conflict_cells:
+        say(f"{ras.conflict_cells} cells claimed by two classes are left unlabelled.")
+
+    block_cells = max(8, int(round(request.block_m / grid.cell)))
+    split = split_blocks(ras.labels, block_cells, receptive, request.validation_share,
+                         request.seed, len(KEYS))
+    n_val = int((split.validation != UNLABELLED).sum())
+    n_train = int((split.train != UNLABELLED).sum())
+    if n_val == 0 or n_train == 0:
+        raise InputError(
+            f"The labels lie in {split.blocks_total} block(s) of {request.block_m:g} m: a "
+            "spatial hold-out needs labels in at least two blocks with training labels left "
+            "outside the buffer. Use smaller blocks or label a larger area.")
+    say(f"Spatial hold-out: {split.blocks_validation} of {split.blocks_total} blocks of "
+        f"{request.block_m:g} m for validation ({n_val} cells), {n_train} training cells; "
+        f"{split.buffer_dropped} cells within {receptive} cells of a held-out block are not "
+        "used.")
+
+    return Prepared(raw, card, grid, ras, split, receptive, class_map)
+
+
+def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=None):
+    """Train, validate, export and write the model with its card and report; returns a
+    :class:`TrainResult`. Raises UrbanFunctionsError subclasses with user-facing messages."""
+    messages = []
+
+    def say(msg):
+        messages.append(msg)
+        if log:
+            log(msg)
+
+    outer_progress = progress or (lambda f, m="": None)
+    is_cancelled = is_cancelled or (lambda: False)
+
+    def stage(lo, hi):
+        return lambda f, m="": outer_progress(lo + (hi - lo) * max(0.0, min(1.0, f)), m)
+
+    t_start = time.perf_counter()
+    check_outputs(request)
+    inputs = {m: p for m, p in request.inputs.items() if p}
+    if not inputs:
+        raise InputError("Give at least one input raster to train on.")
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError("Training needs PyTorch, which is not installed beside QGIS. Install "
+                         "it into the plugin's environment (e.g. `.venv/bin/pip install torch` "
+                         "in a source checkout, or the plugin's Install dependencies action); "
+                         "classify works without it.") from exc
+    base, base_path, config = load_base(request.base_model)
+    mode = SCRATCH if request.base_model == SCRATCH else "fine-tune"
+    if request.s2_trunk:
+        if not any(m.startswith("s2_") for m in inputs):
+            raise InputError("Starting the Sentinel-2 stream from So2Sat needs a Sentinel-2 "
+                             "input.")
+        mode = "so2sat"
+        config["s2_encoder"] = "so2sat"
+    prep = prepare(request, base, inputs, say, outer_progress)
+    raw, card, grid, ras, split, receptive, class_map = (
+        prep.raw, prep.card, prep.grid, prep.ras, prep.split, prep.receptive, prep.class_map)
+    labelset = request.labels
+    n_val = int((split.validation != UNLABELLED).sum())
+
+    from .grid_feeds import read_grid_feeds
+    feeds = read_grid_feeds(card, inputs, grid, request.aoi, progress=stage(0.02, 0.08),
+                            is_cancelled=is_cancelled)
+    present = feeds.present
+    val_cells = split.validation != UNLABELLED
+
+    comparisons = {}
+    if request.baseline:
+        outer_progress(0.08, "RandomForest baseline")
+        try:
+            from .baseline import cell_features, fit_predict
+            feats, _ = cell_features(feeds)
+            pred, info = fit_predict(feats, split.train, val_cells, request.seed)
+            full = np.full(grid.height * grid.width, UNLABELLED, np.int16).reshape(
+                grid.height, grid.width)
+            full[val_cells] = pred
+            comparisons["random_forest"] = dict(score(split.validation, full), **info)
+            say(f"RandomForest baseline on the held-out blocks: OA "
+                f"{comparisons['random_forest']['overall_accuracy']:.3f}, macro F1 "
+                f"{comparisons['random_forest']['macro_f1']:.3f}.")
+            del feats
+        except ImportError:
+            say("Warning: scikit-learn is not installed: the RandomForest baseline is skipped.")
+    if is_cancelled():
+        raise Cancelled("Cancelled by the user; no model was written.")
+
+    device = _device(request.device, torch)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from .fusion.subset import SubsetFusionModel
+    from .fusion.net import UrbanFusionNet
+    modalities = [i.modality for i in card.inputs]
+    if base_path and mode != "so2sat":
+        net = _net_from(base_path, config, request.seed, say)
+        untrained = SubsetFusionModel(net, modalities).to(device)
+        pred = predict(untrained, feeds, present, device, where=val_cells, margin=receptive)
+        comparisons["untrained_base"] = dict(score(split.validation, pred), model=base.name)
+        say(f"Untrained {base.name} on the held-out blocks: OA "
+            f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")
+        net = _net_from(base_path, config, request.seed, lambda m: None)
+    elif mode == "so2sat":
+        from .onnx_io import load_matching_weights
+        torch.manual_seed(request.seed)
+        net = UrbanFusionNet(**config)
+        copied, _ = load_matching_weights(net, base_path)
+        n = net.s2_trunk.load_onnx(request.s2_trunk)
+        say(f"Sentinel-2 stream from the So2Sat LCZ42 network ({n:,} parameters); "
+            f"{len(copied)} other tensors from {base.name}.")
+    else:
+        torch.manual_seed(request.seed)
+        net = UrbanFusionNet(**config)
+    model = SubsetFusionModel(net, modalities).to(device)
+    weights = class_weights_for(split.train, len(KEYS))
+    batches = _Batches(feeds, split.train, present, request.seed)
+    # what follows training (export, parity, the check through classify) takes about 2 min
+    budget = max(30.0, request.max_minutes * 60.0 - (time.perf_counter() - t_start) - 150.0)
+    t_train = time.perf_counter()
+    history = train_network(model, batches, split.validation, feeds, present, mode,
+                            request.epochs, budget, device, request.seed, weights,
+                            stage(0.12, 0.85), is_cancelled, say, margin=receptive)
+    train_seconds = time.perf_counter() - t_train
+    model = model.cpu().eval()
+
+    tmp = tempfile.mkdtemp(prefix="urban_functions_train_")
+    try:
+        outer_progress(0.86, "Exporting to ONNX")
+        ckpt = os.path.join(tmp, "model.pt")
+        torch.save({"config": model.net.config, "present": list(model.present),
+                    "state_dict": model.net.state_dict()}, ckpt)
+        bare = os.path.join(tmp, "bare.onnx")
+        summary = export_checkpoint(ckpt, bare)
+        if is_cancelled():
+            raise Cancelled("Cancelled by the user; no model was written.")
+        name = request.name or slug(os.path.splitext(os.path.basename(request.output_path))[0])
+        card_dict = _user_card(raw, base, base_path, mode, name, request, labelset, class_map,
+                               ras, split, grid, inputs, history, train_seconds, device,
+                               config, receptive)
+        staged = os.path.join(tmp, "staged.onnx")
+        from .onnx_io import set_card
+        set_card(bare, card_dict, staged)
+        # the trained model through the engine's own classify, on the held-out blocks
+        outer_progress(0.9, "Validating through classify")
+        trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi)
+        comparisons_all = dict(comparisons)
+        card_dict["metrics"] = {
+            "description": (
+                f"Held-out spatial blocks of {request.block_m:g} m ({split.blocks_validation} "
+                f"of {split.blocks_total} blocks holding labels; {n_val} labelled cells), never "
+                f"trained on, with a buffer of {receptive} cells; the exported model run "
+                "through the engine's classify. Comparisons on the same cells: a "
+                "RandomForest on per-cell values and 3x3 texture trained on the same training "
+                "cells, and the untrained base model."),
+            "validation": trained, "comparisons": comparisons_all,
+            "split": split.summary(), "history": history,
+            "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
+        card_dict["real_data_validation"] = {
+            "status": "validated",
+            "summary": (f"{n_val} labelled cells of {labelset.name!r} in {split.blocks_validation}"
+                        f" held-out {request.block_m:g} m blocks: OA "
+                        f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}"
+                        + (f" (RandomForest {comparisons['random_forest']['overall_accuracy']:.3f})"
+                           if "random_forest" in comparisons else "")),
+            "data": f"user labels {labelset.name!r} (sha256 {labelset.sha256[:12]}...)",
+            "figures": {"overall_accuracy": trained["overall_accuracy"],
+                        "macro_f1": trained["macro_f1"]}}
+        card_dict["training"]["time_s"] = round(time.perf_counter() - t_start, 1)
+        parse_card(card_dict)
+        set_card(bare, card_dict, staged)
+        say(f"Trained model on the held-out blocks (through classify): OA "
+            f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}.")
+        _warn_if_worse(trained, comparisons, say)
+        outer_progress(0.97, "Writing the model and its report")
+        paths = outputs_for(os.path.abspath(request.output_path))
+        from .user_report import card_markdown, report_html
+        files = {"markdown": card_markdown(card_dict), "metrics": json.dumps(
+            card_dict["metrics"], indent=1), "report": report_html(card_dict)}
+        for kind, text in files.items():
+            with open(os.path.join(tmp, kind), "w", encoding="utf-8") as f:
+                f.write(text)
+        if is_cancelled():
+            raise Cancelled("Cancelled by the user; no model was written.")
+        _publish(tmp, staged, paths, request.overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"Wrote {paths['model']} in {time.perf_counter() - t_start:.0f} s.")
+    return TrainResult(paths["model"], card_dict["name"], card_dict["metrics"], paths["report"],
+                       paths["metrics"], paths["markdown"], card_dict, messages)
+
+
+def _net_from(path, config, seed, say):
+    """The fusion network with the weights of the ONNX file at ``path``. A model trained on
+    some inputs keeps only the weights its graph uses: the streams of other inputs then start
+    from random weights (seeded), and the log says so."""
+    import torch
+    from .fusion.net import UrbanFusionNet
+    from .onnx_io import load_matching_weights
+    torch.manual_seed(seed)
+    net = UrbanFusionNet(**config)
+    _, skipped = load_matching_weights(net, path)
+    if skipped:
+        say(f"{len(skipped)} weight tensors of streams the base model did not use start from "
+            "random values.")
+    return net
+
+
+def _device(choice, torch):
+    if choice == "cpu":
+        return "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ModelError("GPU (CUDA) was requested but PyTorch sees no CUDA device.")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _warn_if_worse(trained, comparisons, say):
+    for key, label in (("random_forest", "the RandomForest baseline"),
+                       ("untrained_base", "the untrained base model")):
+        other = comparisons.get(key)
+        if other and other["overall_accuracy"] > trained["overall_accuracy"]:
+            say(f"Warning: the trained model scores below {label} on the held-out blocks "
+                f"(OA {trained['overall_accuracy']:.3f} vs {other['overall_accuracy']:.3f}). "
+                "It does not hold up here: prefer that, or add labels and train longer.")
+
+
+def _engine_scores(model_path, inputs, grid, validation, folder, aoi):
+    """Scores of ``model_path`` run by the engine's classify over ``grid``."""
+    from osgeo import gdal
+    from ..core.engine import ClassifyRequest, run_classification
+    out = os.path.join(folder, "check.tif")
+    extent = grid.bounds + (grid.crs_wkt,)
+    run_classification(ClassifyRequest(inputs=inputs, model_path=model_path, output_path=out,
+                                       extent=extent, aoi=aoi))
+    ds = gdal.Open(out)
+    gt = ds.GetGeoTransform()
+    if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
+            abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
+        raise ModelError("Internal error: classify planned another grid than training.")
+    codes = ds.GetRasterBand(1).ReadAsArray()
+    ds = None
+    pred = np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED)
+    return score(validation, pred)
+
+
+def _publish(tmp, staged, paths, overwrite):
+    """Move the four files into place: the model last, so its appearing means the run is done."""
+    moved = []
+    try:
+        for kind in ("markdown", "metrics", "report"):
+            dst = paths[kind]
+            if os.path.exists(dst) and not overwrite:
+                raise OutputError(f"{dst!r} appeared meanwhile; nothing was written.")
+            shutil.move(os.path.join(tmp, kind), dst + ".partial")
+            os.replace(dst + ".partial", dst)
+            moved.append(dst)
+        shutil.move(staged, paths["model"] + ".partial")
+        os.replace(paths["model"] + ".partial", paths["model"])
+    except BaseException:
+        for p in moved + [paths["model"] + ".partial"]:
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+
+
+def _user_card(raw, base, base_path, mode, name, request, labelset, class_map, ras, split,
+               grid, inputs, history, train_seconds, device, config, receptive):
+    import torch
+    card = json.loads(json.dumps(raw))
+    inputs_used = [i["modality"] for i in card["inputs"]]
+    card.update({
+        "schema": SCHEMA, "name": name, "version": "1.0.0",
+        "title": f"{name} (trained on {labelset.name})",
+        "summary": (f"Trained on your labels {labelset.name!r} ({', '.join(inputs_used)}), "
+                    + ("Sentinel-2 stream from So2Sat LCZ42, the rest from " + base.name
+                       if mode == "so2sat" else
+                       "fine-tuned from " + base.name if base_path else "from scratch") + "."),
+        "purpose": "general",
+        "trained_on": USER_LABELS,
+        "coverage": {"bounds": list(grid.bounds), "crs_wkt": grid.crs_wkt},
+        "intended_use": ("Mapping urban functions in and around the area of the labels it was "
+                         "trained on, with the same kind of input rasters."),
+        "limitations": (
+            "Learnt from the user's labels only where they are; classes without labels "
+            f"({', '.join(k for k in KEYS if ras.counts[k] == 0) or 'none'}) were not learnt "
+            "from this area. Validated on held-out blocks of the same area: expect lower "
+            "accuracy elsewhere. Check every map with a new probability sample (Create "
+            "validation points), never with the training labels."),
+        "licence": "As your labels and imagery; the base network GPL-2.0-or-later",
+        "provenance": (f"urbanfunctions:train (plugin/learning/user_training.py), "
+                       f"{mode} from {base.name} {base.version}" if base_path else
+                       "urbanfunctions:train (plugin/learning/user_training.py), from scratch"),
+        "authors": "the user (labels), Urban Functions (network and training code)",
+        "citation": "Urban Functions QGIS plugin, a model trained on the user's labels.",
+    })
+    arch = dict(card.get("architecture") or {})
+    arch.update({"config": json.loads(json.dumps(config)),
+                 "present_inputs": inputs_used,
+                 "description": ("UrbanFusionNet restricted to the given inputs (absent inputs "
+                                 "are zeros inside the graph); see the base model's card."),
+                 "receptive_field_radius_cells": receptive})
+    card["architecture"] = arch
+    # tiles overlap by at least the receptive field, so tiled maps equal whole-area ones
+    out = card["output"]
+    out["context_cells"] = int(receptive)
+    multiple = max(1, int(out.get("size_multiple", 1)))
+    out["default_overlap"] = max(int(out.get("default_overlap", 0)),
+                                 -(-int(receptive) // multiple) * multiple)
+    card["base_model"] = {
+        "name": base.name, "version": base.version, "mode": mode,
+        "file": os.path.basename(base_path) if base_path else None,
+        "sha256": file_sha256(base_path) if base_path else None}
+    if request.s2_trunk:
+        card["base_model"]["s2_trunk"] = {
+            "model": "so2sat-lcz42-s2-resnet20", "file": os.path.basename(request.s2_trunk),
+            "sha256": file_sha256(request.s2_trunk),
+            "note": "Sentinel-2 stream: the So2Sat LCZ42 ResNet20 convolutions (MIT, So2Sat "
+                    "project team), fine-tuned; the rest of the network from the base model"}
+    card["labels"] = {
+        "layer": labelset.name, "source": os.path.basename(labelset.source or ""),
+        "field": labelset.field, "features": labelset.count, "kind": labelset.kind,
+        "sha256": labelset.sha256, "features_by_class": ras.features_by_class,
+        "ignored_features": ras.ignored_features, "cells_by_class": ras.counts,
+        "conflict_cells": ras.conflict_cells,
+        "rule": "polygon: cells fully inside; point: the cell under it"}
+    used = {v for _, v in labelset.features}
+    card["class_map"] = {"file": class_map.path, "used": {
+        str(v): class_map.lookup(v) for v in sorted(used, key=str)}}
+    card["inputs_used"] = {m: os.path.basename(p) for m, p in inputs.items()}
+    card["extent"] = {"bounds": list(grid.bounds), "crs_wkt": grid.crs_wkt,
+                      "cells": [grid.width, grid.height], "cell_m": grid.cell}
+    card["training"] = {
+        "seed": request.seed, "mode": mode, "epochs": len(history),
+        "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": CROP,
+        "optimizer": f"AdamW, lr {LR[SCRATCH if mode == SCRATCH else 'fine-tune']} cosine"
+                     + (f", pretrained trunks x{VHR_LR_MULT}" if "vhr" in inputs_used or
+                        mode == "so2sat" else ""),
+        "loss": ("weighted CE + Dice + Focal (class weights 1/sqrt(count)); with two or more "
+                 "inputs: feature consistency 0.1 + triplet 1.0 (margin 0.1), modality "
+                 "dropout 0.25; Sentinel-2 decision loss 0.5"),
+        "sampling": "class-balanced crops; flips and 90 degree rotations",
+        "batch_norm": "trained (statistics of the user's data) in the streams of the given "
+                      "inputs; the base model's in the others",
+        "validation_share": request.validation_share, "block_m": request.block_m,
+        "max_minutes": request.max_minutes, "train_seconds": round(train_seconds, 1),
+        "device": device, "hardware": f"{platform.processor() or platform.machine()}, "
+                                      f"{os.cpu_count()} CPU threads",
+        "torch_version": torch.__version__,
+        "command": ("qgis_process.bin run urbanfunctions:train -- ... "
+                    f"SEED={request.seed} EPOCHS={len(history)}")}
+    return card
