@@ -52,6 +52,7 @@ screenshots: setup
 	@$(PY) scripts/screenshots.py docs
 	@$(PY) scripts/validation_screenshots.py docs
 	@$(PY) scripts/lcz_screenshot.py docs
+	@$(PY) scripts/train_screenshot.py docs
 
 sample-city: setup
 	@$(PY) -m plugin.samplecity --out build/sample_city

@@ -129,8 +129,13 @@ def write(results, out_dir):
         f"Real Sentinel-2 L1C clip (Havelland, 16 Feb 2017, one winter scene, 10 m) and real "
         f"OpenStreetMap land use (west part, 265 polygons, field `fclass`, bundled class map). "
         f"Held-out: {split.get('validation_blocks', '?')} of {split.get('blocks_with_labels', '?')}"
-        f" blocks of 1 km ({split.get('validation_cells', '?')} labelled 10 m cells), buffer "
-        f"{split.get('buffer_cells', '?')} cells; every row is scored on exactly these cells. "
+        f" blocks of 1 km ({split.get('validation_cells', '?')} labelled 10 m cells); every row "
+        "is scored on exactly these cells. Training cells within the network's receptive field "
+        f"of them are not used: a buffer of {split.get('buffer_cells', '?')} cells "
+        f"({split.get('training_cells', '?')} training cells left) for (a) and (b), "
+        + (f"{results['c']['metrics']['split']['buffer_cells']} cells "
+           f"({results['c']['metrics']['split']['training_cells']} left) for (c), whose "
+           "So2Sat trunk sees farther. " if "c" in results else "") +
         f"Seed 0; each training run limited to the same time; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads. Made by "
         "`make evidence-osm` (`scripts/osm_evidence.py`).")

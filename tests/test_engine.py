@@ -395,7 +395,18 @@ def test_default_model_is_validated_on_real_data(tmp_path, sample_city):
         write_tiny_model(tmp_path / f"{name}.onnx", user)
     vn = {m: sample_city.inputs[m] for m in ("vhr", "ntl")}
     assert default_model_for(list(vn), extra_dirs=folder, inputs=vn).card.name == "tiny-user-here"
+    # a user model that scored below its baseline is never the default, even over its area
+    weak = tiny_card("tiny-user-weak")
+    weak["inputs"] = weak["inputs"][:2]
+    weak["real_data_validation"] = {"status": "validated", "summary": "below RF",
+                                    "holds_up": False}
+    weak["trained_on"] = "user labels"
+    weak["coverage"] = {"bounds": list(fp[:4]), "crs_wkt": fp[4]}
     (tmp_path / "tiny-user-here.onnx").unlink()
+    write_tiny_model(tmp_path / "tiny-user-weak.onnx", weak)
+    chosen = default_model_for(list(vn), extra_dirs=folder, inputs=vn)
+    assert chosen.card.name != "tiny-user-weak" and chosen.card.purpose == "demo"
+    (tmp_path / "tiny-user-weak.onnx").unlink()
     assert default_model_for(["vhr", "ntl"], extra_dirs=folder).card.name == "tiny-real"
     bad = tiny_card("tiny-bad")
     bad["real_data_validation"] = {"status": "maybe"}

@@ -136,10 +136,12 @@ def test_exported_model_matches_torch(city_model):
     _, _, out, _ = city_model
     card = read_card(str(out))
     net = UrbanFusionNet(**card.raw["architecture"]["config"])
-    # the graph keeps only the weights of the streams it runs (no VHR, no other seasons)
+    # the graph keeps only the weights of the streams it runs (no temporal signature, no heads
+    # of the other seasons)
     copied, skipped = load_matching_weights(net, str(out))
     assert any(k.startswith("s2_") for k in copied) and any(k.startswith("ntl_") for k in copied)
-    assert any(k.startswith("vhr_trunk.") for k in skipped)
+    assert "season_heads.0.weight" in skipped and "season_heads.1.weight" in copied
+    assert any(k.startswith("temporal_encoder.") for k in skipped)
     model = SubsetFusionModel(net, card.modalities).eval()
     x = example_inputs(model, 1, 40, 56, seed=5, valid_prob=0.9)
     with torch.no_grad():
@@ -161,9 +163,14 @@ def test_trained_model_runs_through_classify_and_is_the_default_there(city_model
     ds = gdal.Open(res["OUTPUT"])
     codes = ds.ReadAsArray()
     assert codes.max() > 0 and len(np.unique(codes[codes > 0])) >= 3
-    # over its own area a user-trained model comes first, before the sample city's demo model
+    # over its own area a user-trained model that holds up comes first, before the sample
+    # city's demo model; one that scored below its baseline is never the default
     chosen = default_model_for(list(inputs), extra_dirs=[str(out.parent)], inputs=inputs)
-    assert chosen.path == str(out)
+    from plugin.core.model_card import read_card
+    if read_card(str(out)).holds_up:
+        assert chosen.path == str(out)
+    else:
+        assert chosen.path != str(out) and chosen.card.purpose == "demo"
 
 
 def test_cancel_leaves_no_model(sample_city, tmp_path):
@@ -286,6 +293,12 @@ def test_train_dialog_runs_as_a_task_with_progress_and_cancel(sample_city, tmp_p
         _wait(done)
         assert done == [True] and out.exists()
         assert dlg.progress.value() == 100 and "Trained" in dlg.status.text()
+        assert "Held-out blocks: overall agreement" in dlg.status.text()
+        assert "RandomForest" in dlg.status.text()
+        import json
+        holds = json.loads(dlg.results["METRICS"])["holds_up"]
+        assert ("uses it by default" in dlg.status.text()) == holds
+        assert ("will not pick it by default" in dlg.status.text()) == (not holds)
         log = dlg.log.toPlainText()
         assert "Epoch 1/1" in log and "held-out blocks OA" in log and "RandomForest" in log
         # a second run, cancelled: nothing written

@@ -179,6 +179,12 @@ class ModelCard:
         return "Warning: the model card states no validation on real data."
 
     @property
+    def holds_up(self):
+        """False when its own validation found it below a baseline (a user-trained model that
+        scored under the RandomForest or the untrained base model on its held-out blocks)."""
+        return bool((self.raw.get("real_data_validation") or {}).get("holds_up", True))
+
+    @property
     def user_trained(self):
         return self.raw.get("trained_on") == USER_LABELS
 

@@ -142,7 +142,9 @@ def default_model_for(modalities, extra_dirs=(), inputs=None):
 
     def rank(e):
         card = e.card
-        real = card.validated_on_real_data and card.purpose != "demo"
+        real = card.validated_on_real_data and card.purpose != "demo" and card.holds_up
+        if card.user_trained and not card.holds_up:
+            return None                      # it scored below its baseline: never the default
         if real and card.user_trained:
             return 0 if covers(card, footprint) else 3
         if sample_city and card.purpose == "demo":

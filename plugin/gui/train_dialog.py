@@ -33,13 +33,13 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
-from ..qgis_common import qgis_inputs
 from ..qgis_common.styling import PROP_MODALITY
 
 ALGORITHM = "urbanfunctions:train"
-BASES = (("Fine-tune the bundled fusion network (recommended)", ""),
-         ("Train the same network from scratch", "scratch"),
-         ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"))
+BASES = (("Best measured start (So2Sat for Sentinel-2 when imported)", ""),
+         ("Fine-tune the bundled fusion network", "urban-fusion"),
+         ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"),
+         ("Train the fusion network from scratch", "scratch"))
 
 
 class _Feedback(QgsProcessingFeedback):
@@ -75,6 +75,7 @@ class TrainDialog(QDialog):
         outer = QVBoxLayout(self)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)   # the form fits its width
         body = QWidget()
         lay = QVBoxLayout(body)
         scroll.setWidget(body)
@@ -159,6 +160,11 @@ class TrainDialog(QDialog):
         self.close_button.clicked.connect(self.close)
         self.cancel_button.setEnabled(False)
         outer.addWidget(self.buttons)
+        for combo in list(self.input_combos.values()) + [self.labels_combo, self.field_combo,
+                                                          self.base_combo]:
+            # long layer names must not widen the dialog past a laptop screen
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         self.resize(620, 640)
         self.autofill_inputs()
 
@@ -174,15 +180,11 @@ class TrainDialog(QDialog):
     def parameters(self):
         params = {}
         for m, combo in self.input_combos.items():
-            layer = combo.currentLayer()
-            if layer is not None:
-                path, _ = qgis_inputs.raster_layer_path(layer)
-                params[m.upper()] = path or layer
-        layer = self.labels_combo.currentLayer()
-        # a file-based layer goes by its source, so the background task opens its own copy
-        # (layers of the project belong to the main thread); others (memory) as they are
-        params["LABELS"] = layer.source() if (
-            layer is not None and qgis_inputs.vector_layer_path(layer)) else layer
+            if combo.currentLayer() is not None:
+                params[m.upper()] = combo.currentLayer()
+        # the project's layers themselves, as QGIS's own Processing dialogs pass them: a layer
+        # loaded inside the background task would belong to its thread
+        params["LABELS"] = self.labels_combo.currentLayer()
         params["LABEL_FIELD"] = self.field_combo.currentField()
         if self.class_map.filePath().strip():
             params["CLASS_MAP"] = self.class_map.filePath().strip()
@@ -198,7 +200,7 @@ class TrainDialog(QDialog):
         """Why Train cannot start, or ''."""
         if not any(m.upper() in params for m in MODALITIES):
             return "Choose at least one layer to classify."
-        if params.get("LABELS") in (None, ""):
+        if params.get("LABELS") is None:
             return "Choose the label layer (polygons or points)."
         if not params.get("LABEL_FIELD"):
             return "Choose the field that holds the labels."
@@ -237,6 +239,30 @@ class TrainDialog(QDialog):
             self.feedback.cancel()
             self.status.setText("Cancelling… nothing will be written.")
 
+    def _holds_up(self):
+        import json
+        try:
+            return bool(json.loads(self.results.get("METRICS") or "{}").get("holds_up", True))
+        except ValueError:
+            return True
+
+    def _score_line(self):
+        """The held-out score next to the RandomForest's, in red when it does not hold up."""
+        import json
+        try:
+            metrics = json.loads(self.results.get("METRICS") or "{}")
+            oa = metrics["validation"]["overall_accuracy"]
+        except (ValueError, KeyError, TypeError):
+            return ""
+        rf = (metrics.get("comparisons") or {}).get("random_forest")
+        text = f"Held-out blocks: overall agreement {oa:.3f}"
+        if rf:
+            text += f" (RandomForest {rf['overall_accuracy']:.3f})"
+            if rf["overall_accuracy"] > oa:
+                return (f"<span style='color:#c00'>{text}: the model does not hold up here; "
+                        "see the report.</span>")
+        return text + "."
+
     def _done(self, ok, results):
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -247,9 +273,11 @@ class TrainDialog(QDialog):
             self.progress.setValue(100)
             self.status.setText(
                 f"<b>Trained:</b> {html.escape(self.results.get('NAME', ''))} "
-                f"({html.escape(self.results['MODEL'])}). "
-                f"<a href='file://{html.escape(report)}'>Open the report</a>. "
-                "Classify uses it by default for these layers over this area.")
+                f"({html.escape(self.results['MODEL'])}).<br>{self._score_line()} "
+                f"<a href='file://{html.escape(report)}'>Open the report</a>. " +
+                ("Classify uses it by default for these layers over this area."
+                 if self._holds_up() else "Classify will not pick it by default; choose it "
+                 "by name to use it anyway."))
         else:
             reason = "cancelled; nothing was written" if (
                 self.feedback is not None and self.feedback.isCanceled()) else \

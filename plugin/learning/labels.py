@@ -124,13 +124,10 @@ class Rasterised:
     outside_features: int      # features outside the grid
 
 
-_KEEP = []  # the Memory data sources must outlive their layers
-
-
 def _mem_layer(srs_wkt):
+    """(data source, layer): keep the data source referenced while the layer is used."""
     ds = ogr.GetDriverByName("Memory").CreateDataSource("labels")
     lyr = ds.CreateLayer("labels", srs=srs_from_wkt(srs_wkt), geom_type=ogr.wkbUnknown)
-    _KEEP[:] = _KEEP[-7:] + [ds]
     return ds, lyr
 
 
@@ -168,8 +165,8 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
             raise InputError(f"Labels: the class {key!r} is not a class of this model "
                              f"({', '.join(class_keys)}).")
         # one burn per class (fast on large layers): areas, points, and the polygon edges
-        _, areas = _mem_layer(grid.crs_wkt)
-        _, edges = _mem_layer(grid.crs_wkt)
+        areas_ds, areas = _mem_layer(grid.crs_wkt)
+        edges_ds, edges = _mem_layer(grid.crs_wkt)
         for g in geoms:
             x0, x1, y0, y1 = g.GetEnvelope()
             if x1 < gx0 or x0 > gx1 or y1 < gy0 or y0 > gy1:
@@ -189,6 +186,7 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
                 edges.CreateFeature(edge)
         # a polygon labels the cells fully inside it: drop every cell one of its edges touches
         inside = _burn(grid, areas) & ~_burn(grid, edges, all_touched=True)
+        areas = edges = areas_ds = edges_ds = None   # layers before their data sources
         claimed += inside
         labels[inside] = index[key]
     labels[claimed > 1] = UNLABELLED

@@ -133,6 +133,28 @@ def publish_and_log(bare_onnx, card, out, markdown, log, t_start):
     return 0
 
 
+def export_main(doc, export_and_check, argv=None, tol=1e-4, threads=4, options=()):
+    """The command line of an export module (``python -m MODULE CHECKPOINT OUT``): one model per
+    process, torch threads capped, the export checked against torch in onnxruntime, one JSON
+    summary line printed. ``export_and_check(args)`` -> (max |ort - torch|, extra summary
+    fields); ``options``: extra (flag, help) pairs."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("out")
+    for flag, help_text in options:
+        ap.add_argument(flag, help=help_text)
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    diff, extra = export_and_check(args)
+    if diff > tol:
+        raise SystemExit(f"ONNX parity check failed: max |ort - torch| = {diff:.3g}")
+    print(json.dumps(export_summary(args.out, parity_max_abs_diff=diff, **extra)))
+    return 0
+
+
 def export_in_subprocess(module, checkpoint, out, *extra_args, cwd=None):
     """Run ``python -m module checkpoint out [extra_args]`` (one export per process: the
     exporter keeps global state) and return the JSON line it prints last."""

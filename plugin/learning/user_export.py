@@ -8,10 +8,7 @@ graph takes only the trained inputs (``present``, in MODALITY_ORDER) and ``valid
 model. Batch and spatial sizes are dynamic; parity with torch is checked in onnxruntime at
 two sizes other than the exported one, with random masks. Prints one JSON line.
 """
-import argparse
 import inspect
-import json
-import os
 import sys
 import warnings
 
@@ -104,21 +101,16 @@ def check_parity(model, onnx_path, cells=CHECK_CELLS):
     return worst
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
-    ap.add_argument("out")
-    args = ap.parse_args(argv)
+def _export_and_check(args):
     import torch
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     model = build_model(ckpt["config"], tuple(ckpt["present"]), ckpt["state_dict"])
     export(model, args.out)
-    diff = check_parity(model, args.out)
-    if diff > PARITY_TOL:
-        raise SystemExit(f"ONNX parity check failed: max |ort - torch| = {diff:.3g}")
-    print(json.dumps(onnx_io.export_summary(args.out, parity_max_abs_diff=diff)))
-    return 0
+    return check_parity(model, args.out), {}
+
+
+def main(argv=None):
+    return onnx_io.export_main(__doc__, _export_and_check, argv, PARITY_TOL)
 
 
 if __name__ == "__main__":

@@ -594,7 +594,10 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                            if "random_forest" in comparisons else "")),
             "data": f"user labels {labelset.name!r} (sha256 {labelset.sha256[:12]}...)",
             "figures": {"overall_accuracy": trained["overall_accuracy"],
-                        "macro_f1": trained["macro_f1"]}}
+                        "macro_f1": trained["macro_f1"]},
+            # below the baseline or the untrained base: never classify's default
+            "holds_up": holds_up(trained, comparisons)}
+        card_dict["metrics"]["holds_up"] = card_dict["real_data_validation"]["holds_up"]
         card_dict["training"]["time_s"] = round(time.perf_counter() - t_start, 1)
         parse_card(card_dict)
         set_card(bare, card_dict, staged)
@@ -643,6 +646,13 @@ def _device(choice, torch):
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def holds_up(trained, comparisons):
+    """Whether the trained model scores at least as well as every comparison on the held-out
+    cells (overall agreement)."""
+    return all(trained["overall_accuracy"] >= c["overall_accuracy"]
+               for c in comparisons.values() if c)
+
+
 def _warn_if_worse(trained, comparisons, say):
     for key, label in (("random_forest", "the RandomForest baseline"),
                        ("untrained_base", "the untrained base model")):
@@ -650,7 +660,8 @@ def _warn_if_worse(trained, comparisons, say):
         if other and other["overall_accuracy"] > trained["overall_accuracy"]:
             say(f"Warning: the trained model scores below {label} on the held-out blocks "
                 f"(OA {trained['overall_accuracy']:.3f} vs {other['overall_accuracy']:.3f}). "
-                "It does not hold up here: prefer that, or add labels and train longer.")
+                "It does not hold up here: classify will not pick it by default; prefer that, or "
+                "add labels and train longer.")
 
 
 def _engine_scores(model_path, inputs, grid, validation, folder, aoi):

@@ -8,9 +8,6 @@ dynamic, the patch size fixed (the card's ``patch_px``). Parity with torch is ch
 onnxruntime at batch sizes other than the exported one. As in :mod:`.export`, the exporter's
 optimiser is left off (see :mod:`.onnx_io`).
 """
-import argparse
-import json
-import os
 import sys
 
 import numpy as np
@@ -71,24 +68,17 @@ def check_parity(model, onnx_path, patch_px, input_name, batches=CHECK_BATCHES):
     return worst
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
-    ap.add_argument("out")
-    args = ap.parse_args(argv)
-    import torch
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+def _export_and_check(args):
     net, ckpt = load_checkpoint(args.checkpoint)
     io = ckpt["io"]
     views = tuple(io.get("views", ("identity",)))
     model = export(net, args.out, io["patch_px"], io["input"], io["output"], views)
     diff = check_parity(model, args.out, io["patch_px"], io["input"])
-    if diff > PARITY_TOL:
-        raise SystemExit(f"ONNX parity check failed: max |ort - torch| = {diff:.3g}")
-    print(json.dumps(onnx_io.export_summary(args.out, parity_max_abs_diff=diff,
-                                            parity_batches=list(CHECK_BATCHES),
-                                            views=list(views))))
-    return 0
+    return diff, {"parity_batches": list(CHECK_BATCHES), "views": list(views)}
+
+
+def main(argv=None):
+    return onnx_io.export_main(__doc__, _export_and_check, argv, PARITY_TOL, threads=2)
 
 
 if __name__ == "__main__":

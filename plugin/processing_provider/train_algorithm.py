@@ -49,6 +49,17 @@ def unique_model_path(folder, stem):
     return path
 
 
+def _imported_so2sat():
+    """The installed So2Sat LCZ42 model's path, or None."""
+    from ..core.errors import ModelError
+    from ..lcz.card import NAME
+    from ..qgis_common.user_models import find_model
+    try:
+        return find_model(NAME).path
+    except ModelError:
+        return None
+
+
 class TrainAlgorithm(QgsProcessingAlgorithm):
     LABELS = "LABELS"
     LABEL_FIELD = "LABEL_FIELD"
@@ -110,10 +121,11 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "integer. <b>Class map</b>: a CSV <tt>value,function</tt> (function = one of the "
             "eight classes or <tt>ignore</tt>); empty = the bundled table for OpenStreetMap and "
             "our own class names and codes. Unknown values stop the run with their list.</p>"
-            "<p><b>Base model</b>: empty = the bundled fusion network (fine-tuned); "
-            "<tt>scratch</tt> = the same network from random weights; <tt>so2sat</tt> = its "
-            "Sentinel-2 stream started from the imported So2Sat LCZ42 network (real data of 42 "
-            "cities); or a model name/path.</p>"
+            "<p><b>Base model</b>: empty = the best measured start: with Sentinel-2 and the "
+            "So2Sat LCZ weights imported, the fusion network with its Sentinel-2 stream "
+            "started from So2Sat (real data of 42 cities), otherwise the bundled fusion "
+            "network fine-tuned; <tt>urban-fusion</tt> = the latter always; <tt>scratch</tt> = "
+            "the same network from random weights; <tt>so2sat</tt>; or a model name/path.</p>"
             "<p><b>Validation</b>: whole blocks of ground (1 km) are held out, with a buffer "
             "of the network's receptive field; the report compares the trained model with a "
             "RandomForest on the same cells and with the untrained base model, and says when "
@@ -137,8 +149,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             self.CLASS_MAP, "Class map (CSV value,function; empty = OpenStreetMap and our "
             "classes)", extension="csv", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            self.BASE_MODEL, "Base model (empty = the bundled fusion network; 'scratch'; 'so2sat'; "
-            "or a name/path)",
+            self.BASE_MODEL, "Base model (empty = best measured start; 'urban-fusion'; 'scratch'; "
+            "'so2sat'; or a name/path)",
             defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_MINUTES, "Time limit (minutes)", QgsProcessingParameterNumber.Double, 15.0,
@@ -228,16 +240,26 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
         try:
             if base.lower() == SO2SAT:
                 from ..core.errors import ModelError
-                from ..lcz.card import NAME as SO2SAT_NAME
-                try:
-                    s2_trunk = find_model(SO2SAT_NAME).path
-                except ModelError as exc:
+                s2_trunk = _imported_so2sat()
+                if not s2_trunk:
                     raise ModelError("BASE_MODEL=so2sat starts the Sentinel-2 stream from the "
                                      "So2Sat LCZ42 network: import its weights first (Import "
-                                     "So2Sat LCZ weights).") from exc
+                                     "So2Sat LCZ weights).")
                 base = ""
             elif base and base != SCRATCH:
                 base = find_model(base).path
+            elif not base and any(m.startswith("s2_") for m in inputs):
+                # the best measured start for Sentinel-2 (README, Map your own city): the
+                # So2Sat trunk, when the user has imported it
+                s2_trunk = _imported_so2sat()
+                if s2_trunk:
+                    feedback.pushInfo("Starting point: the Sentinel-2 stream from the imported "
+                                      "So2Sat LCZ42 network, the rest from urban-fusion "
+                                      "(BASE_MODEL=urban-fusion to fine-tune it alone).")
+                else:
+                    feedback.pushInfo("Starting point: urban-fusion. Import the So2Sat LCZ "
+                                      "weights for a better start with Sentinel-2 (README, Map "
+                                      "your own city).")
             extent = None
             if not qgis_inputs.is_unset(parameters.get(self.EXTENT)):
                 extent = qgis_inputs.extent_tuple(
@@ -274,8 +296,10 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         except UrbanFunctionsError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        use = ("Classify uses it by default for these inputs over this area"
+               if result.card["real_data_validation"]["holds_up"] else
+               "It does not hold up: classify will not pick it by default; name it to use it")
         feedback.pushInfo(f"Model {result.name}: {result.model_path}; report "
-                          f"{result.report_path}. Classify uses it by default for these inputs "
-                          "over this area (MODEL=" + result.name + ").")
+                          f"{result.report_path}. {use} (MODEL={result.name}).")
         return {self.MODEL: result.model_path, self.NAME: result.name,
                 self.METRICS: json.dumps(result.metrics), self.REPORT: result.report_path}
