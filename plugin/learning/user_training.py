@@ -522,25 +522,23 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     from .fusion.subset import SubsetFusionModel
     from .fusion.net import UrbanFusionNet
     modalities = [i.modality for i in card.inputs]
-    if base_path and mode != "so2sat":
-        net = _net_from(base_path, config, request.seed, say)
-        untrained = SubsetFusionModel(net, modalities).to(device)
-        pred = predict(untrained, feeds, present, device, where=val_cells, margin=receptive)
+    if mode == SCRATCH:
+        torch.manual_seed(request.seed)
+        net = UrbanFusionNet(**config)
+    else:
+        net = _net_from(base_path, config, request.seed, say if mode != "so2sat" else
+                        (lambda m: None))
+    if mode == "so2sat":
+        n = net.s2_trunk.load_onnx(request.s2_trunk)
+        say(f"Sentinel-2 stream from the So2Sat LCZ42 network ({n:,} parameters); the rest "
+            f"from {base.name}.")
+    elif mode != SCRATCH:
+        # scoring leaves the weights as they are: the same network is then trained
+        pred = predict(SubsetFusionModel(net, modalities).to(device), feeds, present, device,
+                       where=val_cells, margin=receptive)
         comparisons["untrained_base"] = dict(score(split.validation, pred), model=base.name)
         say(f"Untrained {base.name} on the held-out blocks: OA "
             f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")
-        net = _net_from(base_path, config, request.seed, lambda m: None)
-    elif mode == "so2sat":
-        from .onnx_io import load_matching_weights
-        torch.manual_seed(request.seed)
-        net = UrbanFusionNet(**config)
-        copied, _ = load_matching_weights(net, base_path)
-        n = net.s2_trunk.load_onnx(request.s2_trunk)
-        say(f"Sentinel-2 stream from the So2Sat LCZ42 network ({n:,} parameters); "
-            f"{len(copied)} other tensors from {base.name}.")
-    else:
-        torch.manual_seed(request.seed)
-        net = UrbanFusionNet(**config)
     model = SubsetFusionModel(net, modalities).to(device)
     weights = class_weights_for(split.train, len(KEYS))
     batches = _Batches(feeds, split.train, present, request.seed)
@@ -573,7 +571,6 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         # the trained model through the engine's own classify, on the held-out blocks
         outer_progress(0.9, "Validating through classify")
         trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi)
-        comparisons_all = dict(comparisons)
         card_dict["metrics"] = {
             "description": (
                 f"Held-out spatial blocks of {request.block_m:g} m ({split.blocks_validation} "
@@ -582,7 +579,7 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                 "through the engine's classify. Comparisons on the same cells: a "
                 "RandomForest on per-cell values and 3x3 texture trained on the same training "
                 "cells, and the untrained base model."),
-            "validation": trained, "comparisons": comparisons_all,
+            "validation": trained, "comparisons": comparisons,
             "split": split.summary(), "history": history,
             "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
         card_dict["real_data_validation"] = {
