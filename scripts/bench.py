@@ -80,7 +80,7 @@ def main():
     city = generate_sample_city(os.path.join(BUILD, "sample_city"), seed=0)
     results["sample_city_all_inputs"] = run_case("sample_city_all_inputs", city.inputs)
     results["sample_city_vhr_only"] = run_case("sample_city_vhr_only", {"vhr": city.vhr})
-    # the real-scene VHR model: 120 m windows every 30 m (4 test-time views each)
+    # the real-scene VHR model: one window per 30 m cell (4 test-time views each)
     results["sample_city_vhr_scenes_model"] = run_case("sample_city_vhr_scenes_model",
                                                        {"vhr": city.vhr}, VHR_MODEL)
     # the default model for any input set with NTL or Sentinel-2: all six sample-city inputs

@@ -373,3 +373,22 @@ def test_optional_graph_outputs_are_written_styled_and_loaded(provider, city_inp
         assert isinstance(reloaded.renderer(), QgsMultiBandColorRenderer)
     finally:
         QgsProject.instance().removeMapLayers([lyr.id() for lyr in added.values()])
+
+
+def test_input_files_get_no_sidecar(provider, city_inputs, model_path, tmp_path):
+    """Inputs are never modified: a raster given as a path is read by GDAL, not loaded as a
+    QGIS layer (whose statistics would leave <input>.aux.xml beside the user's file)."""
+    src = tmp_path / "inputs"
+    src.mkdir()
+    inputs = {}
+    for modality, path in city_inputs.items():
+        inputs[modality] = str(src / os.path.basename(path))
+        shutil.copy(path, inputs[modality])
+    before = sorted(os.listdir(src))
+    import processing
+    out = tmp_path / "out" / "map.tif"
+    out.parent.mkdir()
+    processing.run("urbanfunctions:classify", _params(inputs, model_path, str(out)),
+                   feedback=CollectingFeedback())
+    assert out.exists()
+    assert sorted(os.listdir(src)) == before

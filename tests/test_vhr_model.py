@@ -57,7 +57,9 @@ def test_card_declares_a_vhr_patch_classifier(card):
     assert p.input == spec.onnx_input and p.gsd_m == spec.gsd_m
     assert p.window_lo + p.window_hi + 1 == p.stride_px, "the window is centred on the cell"
     assert card.output.gsd_m == pytest.approx(p.stride_px * p.gsd_m)
-    assert 100 <= p.patch_px * p.gsd_m <= 150, "a window of scene size (100-150 m)"
+    # training and inference agree on scale: a training scene is one 96 px window, i.e. UC
+    # Merced (256 px at 0.3 m) at 0.8 m, 0.56-1.08 m with the scale jitter (0.7-1.35)
+    assert p.patch_px == 96 and 0.8 * 0.7 <= p.gsd_m <= 0.8 * 1.35
     assert card.raw["patch"]["window_ground_m"] == pytest.approx(p.patch_px * p.gsd_m)
     assert os.path.getsize(MODEL) <= 20e6
 

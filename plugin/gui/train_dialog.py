@@ -36,9 +36,10 @@ from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common.styling import PROP_MODALITY
 
 ALGORITHM = "urbanfunctions:train"
-BASES = (("Best measured start (So2Sat for Sentinel-2 when imported)", ""),
+BASES = (("Best measured start (scene model for VHR alone; So2Sat for Sentinel-2)", ""),
          ("Fine-tune the bundled fusion network", "urban-fusion"),
          ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"),
+         ("Fine-tune the VHR scene model (VHR imagery only)", "vhr-scenes-resnet"),
          ("Train the fusion network from scratch", "scratch"))
 
 

@@ -11,9 +11,10 @@ OPSET = 17  # with IR 8: onnxruntime >= 1.13 runs it (QGIS users often have olde
 
 
 def load_checkpoint(path, net_class):
-    """(network in eval mode, checkpoint dict) from a ``torch.save`` of config + state_dict."""
+    """(network in eval mode, checkpoint dict) from a ``torch.save`` of config + state_dict.
+    Tensors and plain Python values only: a checkpoint cannot run code when it is loaded."""
     import torch
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     net = net_class(**ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
     return net.eval(), ckpt

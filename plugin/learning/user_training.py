@@ -43,6 +43,7 @@ from .labels import UNLABELLED, file_sha256, rasterise
 from .metrics import confusion_matrix, scores
 
 BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
+VHR_SCENES = os.path.join(BUNDLED_DIR, "vhr_scenes_resnet.onnx")
 SCRATCH = "scratch"
 MIN_CELLS_PER_CLASS = 200      # fewer labelled cells than this: a warning
 CROP = 64                      # training crops, output cells (a multiple of 8)
@@ -137,14 +138,15 @@ def _python_for_torch():
     return shutil.which("python3") or "python3", site
 
 
-def export_checkpoint(ckpt_path, out_path):
-    """Run :mod:`.user_export` in its own process; returns its JSON summary."""
+def export_checkpoint(ckpt_path, out_path, module="plugin.learning.user_export"):
+    """Run an export module (:mod:`.user_export`, :mod:`.vhr_export`) in its own process;
+    returns its JSON summary."""
     from ..core.environment import PLUGIN_ROOT
     python, site = _python_for_torch()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([PLUGIN_ROOT, site] + (
         [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    res = subprocess.run([python, "-m", "plugin.learning.user_export", ckpt_path, out_path],
+    res = subprocess.run([python, "-m", module, ckpt_path, out_path],
                          cwd=PLUGIN_ROOT, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise ModelError("The ONNX export of the trained model failed:\n"
@@ -153,6 +155,13 @@ def export_checkpoint(ckpt_path, out_path):
 
 
 # --------------------------------------------------------------------------------- the base
+def is_scene_model(card):
+    """A patch classifier with our scene ResNet inside (the VHR scene model and models
+    fine-tuned from it): these can be fine-tuned patch by patch."""
+    config = (card.raw.get("architecture") or {}).get("config") or {}
+    return card.task == "patch_classification" and "in_bands" in config and "blocks" in config
+
+
 def load_base(base_model):
     """(base card, path or None for scratch, architecture config)."""
     from ..core.model_card import read_card
@@ -161,11 +170,14 @@ def load_base(base_model):
         raise ModelError(f"Base model not found: {path!r}.")
     card = read_card(path)
     config = (card.raw.get("architecture") or {}).get("config")
+    if is_scene_model(card):
+        return card, path, dict(config)
     if card.task != "segmentation" or not config or "s2_fusion" not in config:
         raise ModelError(
             f"{card.name} cannot be trained here: training on your labels supports the fusion "
-            "network (urban-fusion and models trained from it). Fine-tuning the patch "
-            "classifiers (VHR scene model, So2Sat) is not available yet.")
+            "network (urban-fusion and models trained from it) and the VHR scene model (and "
+            "models fine-tuned from it). The So2Sat network is fine-tuned as the Sentinel-2 "
+            "stream of the fusion network (BASE_MODEL=so2sat).")
     return card, (None if base_model == SCRATCH else path), dict(config)
 
 
@@ -367,6 +379,10 @@ def class_weights_for(train_labels, n_classes):
 def receptive_radius(base, card):
     """Cells a prediction can see around it: the architecture's bound when the card has it
     (the buffer between training and held-out cells), else the card's context."""
+    if card.patch is not None:   # the window around the cell, in whole cells
+        p = card.patch
+        reach = max(-p.window_lo, p.window_hi - (p.stride_px - 1))
+        return int(math.ceil(reach / p.stride_px))
     rf = (base.raw.get("architecture") or {}).get("receptive_field_radius_cells")
     if isinstance(rf, dict):
         rf = rf.get("bound") or rf.get("measured")
@@ -478,6 +494,9 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                          "in a source checkout, or the plugin's Install dependencies action); "
                          "classify works without it.") from exc
     base, base_path, config = load_base(request.base_model)
+    if is_scene_model(base) and request.s2_trunk:
+        raise InputError("The VHR scene model is fine-tuned from its weights only (no So2Sat "
+                         "start, no training from scratch).")
     mode = SCRATCH if request.base_model == SCRATCH else "fine-tune"
     if request.s2_trunk:
         if not any(m.startswith("s2_") for m in inputs):
@@ -485,11 +504,15 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                              "input.")
         mode = "so2sat"
         config["s2_encoder"] = "so2sat"
+    if is_scene_model(base):
+        prep = prepare(request, base, inputs, say, outer_progress)
+        from .patch_training import train_patch_model
+        return train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
+                                 outer_progress, stage, is_cancelled, messages)
     prep = prepare(request, base, inputs, say, outer_progress)
     raw, card, grid, ras, split, receptive, class_map = (
         prep.raw, prep.card, prep.grid, prep.ras, prep.split, prep.receptive, prep.class_map)
     labelset = request.labels
-    n_val = int((split.validation != UNLABELLED).sum())
 
     from .grid_feeds import read_grid_feeds
     feeds = read_grid_feeds(card, inputs, grid, request.aoi, progress=stage(0.02, 0.08),
@@ -565,55 +588,65 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         card_dict = _user_card(raw, base, base_path, mode, name, request, labelset, class_map,
                                ras, split, grid, inputs, history, train_seconds, device,
                                config, receptive)
-        staged = os.path.join(tmp, "staged.onnx")
-        from .onnx_io import set_card
-        set_card(bare, card_dict, staged)
-        # the trained model through the engine's own classify, on the held-out blocks
-        outer_progress(0.9, "Validating through classify")
-        trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi)
-        card_dict["metrics"] = {
-            "description": (
-                f"Held-out spatial blocks of {request.block_m:g} m ({split.blocks_validation} "
-                f"of {split.blocks_total} blocks holding labels; {n_val} labelled cells), never "
-                f"trained on, with a buffer of {receptive} cells; the exported model run "
-                "through the engine's classify. Comparisons on the same cells: a "
-                "RandomForest on per-cell values and 3x3 texture trained on the same training "
-                "cells, and the untrained base model."),
-            "validation": trained, "comparisons": comparisons,
-            "split": split.summary(), "history": history,
-            "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
-        card_dict["real_data_validation"] = {
-            "status": "validated",
-            "summary": (f"{n_val} labelled cells of {labelset.name!r} in {split.blocks_validation}"
-                        f" held-out {request.block_m:g} m blocks: OA "
-                        f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}"
-                        + (f" (RandomForest {comparisons['random_forest']['overall_accuracy']:.3f})"
-                           if "random_forest" in comparisons else "")),
-            "data": f"user labels {labelset.name!r} (sha256 {labelset.sha256[:12]}...)",
-            "figures": {"overall_accuracy": trained["overall_accuracy"],
-                        "macro_f1": trained["macro_f1"]},
-            # below the baseline or the untrained base: never classify's default
-            "holds_up": holds_up(trained, comparisons)}
-        card_dict["metrics"]["holds_up"] = card_dict["real_data_validation"]["holds_up"]
-        card_dict["training"]["time_s"] = round(time.perf_counter() - t_start, 1)
-        parse_card(card_dict)
-        set_card(bare, card_dict, staged)
-        say(f"Trained model on the held-out blocks (through classify): OA "
-            f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}.")
-        _warn_if_worse(trained, comparisons, say)
-        outer_progress(0.97, "Writing the model and its report")
-        paths = outputs_for(os.path.abspath(request.output_path))
-        from .user_report import card_markdown, report_html
-        files = {"markdown": card_markdown(card_dict), "metrics": json.dumps(
-            card_dict["metrics"], indent=1), "report": report_html(card_dict)}
-        for kind, text in files.items():
-            with open(os.path.join(tmp, kind), "w", encoding="utf-8") as f:
-                f.write(text)
-        if is_cancelled():
-            raise Cancelled("Cancelled by the user; no model was written.")
-        _publish(tmp, staged, paths, request.overwrite)
+        return finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons,
+                      history, t_start, say, outer_progress, is_cancelled, messages)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, history, t_start,
+           say, outer_progress, is_cancelled, messages):
+    """What every kind of trained model goes through: the exported model run by the engine's
+    own classify on the held-out blocks, the metrics and the real-data verdict in its card,
+    then the model, its card, metrics and report published together."""
+    from .onnx_io import set_card
+    split, grid, labelset = prep.split, prep.grid, request.labels
+    n_val = int((split.validation != UNLABELLED).sum())
+    staged = os.path.join(tmp, "staged.onnx")
+    set_card(bare, card_dict, staged)
+    outer_progress(0.9, "Validating through classify")
+    trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi)
+    card_dict["metrics"] = {
+        "description": (
+            f"Held-out spatial blocks of {request.block_m:g} m ({split.blocks_validation} "
+            f"of {split.blocks_total} blocks holding labels; {n_val} labelled cells), never "
+            f"trained on, with a buffer of {prep.receptive} cells; the exported model run "
+            "through the engine's classify. Comparisons on the same cells: a "
+            "RandomForest on per-cell values and simple texture trained on the same training "
+            "cells, and the untrained base model."),
+        "validation": trained, "comparisons": comparisons,
+        "split": split.summary(), "history": history,
+        "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
+    card_dict["real_data_validation"] = {
+        "status": "validated",
+        "summary": (f"{n_val} labelled cells of {labelset.name!r} in {split.blocks_validation}"
+                    f" held-out {request.block_m:g} m blocks: OA "
+                    f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}"
+                    + (f" (RandomForest {comparisons['random_forest']['overall_accuracy']:.3f})"
+                       if "random_forest" in comparisons else "")),
+        "data": f"user labels {labelset.name!r} (sha256 {labelset.sha256[:12]}...)",
+        "figures": {"overall_accuracy": trained["overall_accuracy"],
+                    "macro_f1": trained["macro_f1"]},
+        # below the baseline or the untrained base: never classify's default
+        "holds_up": holds_up(trained, comparisons)}
+    card_dict["metrics"]["holds_up"] = card_dict["real_data_validation"]["holds_up"]
+    card_dict["training"]["time_s"] = round(time.perf_counter() - t_start, 1)
+    parse_card(card_dict)
+    set_card(bare, card_dict, staged)
+    say(f"Trained model on the held-out blocks (through classify): OA "
+        f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}.")
+    _warn_if_worse(trained, comparisons, say)
+    outer_progress(0.97, "Writing the model and its report")
+    paths = outputs_for(os.path.abspath(request.output_path))
+    from .user_report import card_markdown, report_html
+    files = {"markdown": card_markdown(card_dict), "metrics": json.dumps(
+        card_dict["metrics"], indent=1), "report": report_html(card_dict)}
+    for kind, text in files.items():
+        with open(os.path.join(tmp, kind), "w", encoding="utf-8") as f:
+            f.write(text)
+    if is_cancelled():
+        raise Cancelled("Cancelled by the user; no model was written.")
+    _publish(tmp, staged, paths, request.overwrite)
     say(f"Wrote {paths['model']} in {time.perf_counter() - t_start:.0f} s.")
     return TrainResult(paths["model"], card_dict["name"], card_dict["metrics"], paths["report"],
                        paths["metrics"], paths["markdown"], card_dict, messages)

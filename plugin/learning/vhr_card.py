@@ -88,7 +88,8 @@ def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px
                    "default_overlap": 0, "context_cells": 0,
                    "content": "class probabilities [N, n_classes] per patch (softmax in the graph)"},
         "intended_use": (
-            "Mapping the dominant urban function of ~100-150 m neighbourhoods from true-colour "
+            f"Mapping the dominant urban function of neighbourhoods of {side:g} m and more from "
+            "true-colour "
             "VHR imagery (aerial orthophotos or satellite, about 0.3-2 m) when no other input is "
             "available. A first draft for interpretation and validation, not a cadastre."),
         "limitations": (
@@ -199,9 +200,22 @@ def card_markdown(card):
                          f"{_fmt(m['macro_f1'])} | " + " | ".join(_fmt(f1.get(n)) for n in names)
                          + " |")
         lines.append("")
+    level = metrics.get("map_level")
+    if level:
+        lines += ["## Map-level accuracy and scale", "", level.get("description", ""), "",
+                  "| Engine pixel | Window | Cells | OA | Kappa | Macro F1 | "
+                  + " | ".join(names) + " |", "|---|---|---:|---:|---:|---:|" + "---:|" * len(names)]
+        for key, m in level["runs"].items():
+            f1 = m["per_class_f1"]
+            mark = " (this card)" if abs(m["gsd_m"] - level["chosen_gsd_m"]) < 1e-9 else ""
+            lines.append(f"| {key}{mark} | {m['gsd_m'] * (card.get('patch') or {}).get('patch_px', 0):g} m | "
+                         f"{m['cells']} | {_fmt(m['overall_accuracy'])} | {_fmt(m['kappa'])} | "
+                         f"{_fmt(m['macro_f1'])} | " + " | ".join(_fmt(f1.get(n)) for n in names)
+                         + " |")
+        lines.append("")
     for k, v in metrics.items():
         if k not in ("validation", "validation_by_dataset", "validation_in_context",
-                     "cross_source", "description"):
+                     "cross_source", "description", "map_level"):
             lines.append(f"- {k.replace('_', ' ')}: {_value(v)}")
     lines += ["", "## Provenance", "", card["provenance"], "",
               "## Data licences", ""]
@@ -220,12 +234,18 @@ def real_data_validation(metrics):
     if val:
         summary = (f"{val.get('images', '?')} held-out real scene images (AID, UC Merced, "
                    f"RSSCN7): OA {val['overall_accuracy']:.3f}, macro F1 {val['macro_f1']:.3f}")
+    level = metrics.get("map_level") or {}
+    chosen = (level.get("runs") or {}).get(f"{level.get('chosen_gsd_m', 0):g} m")
+    if chosen:
+        summary += (f"; as a map of {level['mosaic_scenes']} UC Merced validation scenes at "
+                    f"their true 0.3 m: OA {chosen['overall_accuracy']:.3f}")
     if cross:
         summary += (f"; on an image source it never saw: OA {min(cross):.2f}-{max(cross):.2f} "
                     "(expect lower accuracy on your city; adapt it to your labels)")
     return {"status": "validated", "summary": summary,
             "data": "held-out split of AID, UC Merced and RSSCN7 scene images; cross-source runs",
             "figures": {"validation_overall_accuracy": val.get("overall_accuracy"),
+                        "map_overall_accuracy": chosen["overall_accuracy"] if chosen else None,
                         "validation_macro_f1": val.get("macro_f1"),
                         "cross_source_overall_accuracy": cross}}
 

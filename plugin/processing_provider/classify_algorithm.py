@@ -186,6 +186,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             f"{', '.join(MODALITY_LABELS[m] for m in e.card.modalities)})</li>" for e in entries)
         return f"<p>Installed models:</p><ul>{items}</ul>"
 
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
+
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:
             self.addParameter(QgsProcessingParameterRasterLayer(

@@ -121,11 +121,14 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "integer. <b>Class map</b>: a CSV <tt>value,function</tt> (function = one of the "
             "eight classes or <tt>ignore</tt>); empty = the bundled table for OpenStreetMap and "
             "our own class names and codes. Unknown values stop the run with their list.</p>"
-            "<p><b>Base model</b>: empty = the best measured start: with Sentinel-2 and the "
+            "<p><b>Base model</b>: empty = the best measured start: with VHR imagery alone, "
+            "the real-data VHR scene model fine-tuned on your imagery; with Sentinel-2 and the "
             "So2Sat LCZ weights imported, the fusion network with its Sentinel-2 stream "
             "started from So2Sat (real data of 42 cities), otherwise the bundled fusion "
             "network fine-tuned; <tt>urban-fusion</tt> = the latter always; <tt>scratch</tt> = "
-            "the same network from random weights; <tt>so2sat</tt>; or a model name/path.</p>"
+            "the same network from random weights; <tt>so2sat</tt>; "
+            "<tt>vhr-scenes-resnet</tt> = the real-data VHR scene model fine-tuned on your "
+            "imagery (VHR input only); or a model name/path.</p>"
             "<p><b>Validation</b>: whole blocks of ground (1 km) are held out, with a buffer "
             "of the network's receptive field; the report compares the trained model with a "
             "RandomForest on the same cells and with the untrained base model, and says when "
@@ -135,6 +138,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "(_report.html) beside it. It appears in classify's model list, and classify "
             "picks it by default for inputs over the area it was trained on.</p>"
             "<p>Needs PyTorch and scikit-learn in the plugin's environment.</p>")
+
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:
@@ -150,7 +156,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "classes)", extension="csv", optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.BASE_MODEL, "Base model (empty = best measured start; 'urban-fusion'; 'scratch'; "
-            "'so2sat'; or a name/path)",
+            "'so2sat'; 'vhr-scenes-resnet'; or a name/path)",
             defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_MINUTES, "Time limit (minutes)", QgsProcessingParameterNumber.Double, 15.0,
@@ -248,6 +254,12 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                 base = ""
             elif base and base != SCRATCH:
                 base = find_model(base).path
+            elif not base and set(inputs) == {"vhr"}:
+                # VHR alone: the real-data scene model adapts best (README, Map your own city)
+                base = find_model("vhr-scenes-resnet").path
+                feedback.pushInfo("Starting point: the VHR scene model (real imagery), "
+                                  "fine-tuned on your imagery (BASE_MODEL=urban-fusion to "
+                                  "fine-tune the fusion network instead).")
             elif not base and any(m.startswith("s2_") for m in inputs):
                 # the best measured start for Sentinel-2 (README, Map your own city): the
                 # So2Sat trunk, when the user has imported it

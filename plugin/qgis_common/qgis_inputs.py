@@ -147,7 +147,13 @@ def processing_raster_inputs(alg, parameters, context, modality_params, labels):
     from qgis.core import QgsProcessingException
     inputs = {}
     for param, modality in modality_params:
-        if is_unset(parameters.get(param)):
+        value = parameters.get(param)
+        if is_unset(value):
+            continue
+        if isinstance(value, str) and os.path.isfile(value):
+            # a file path goes to GDAL as it is: a QGIS layer made from it would compute
+            # statistics and leave <input>.aux.xml beside the user's file
+            inputs[modality] = value
             continue
         layer = alg.parameterAsRasterLayer(parameters, param, context)
         if layer is None:
@@ -158,4 +164,20 @@ def processing_raster_inputs(alg, parameters, context, modality_params, labels):
             raise QgsProcessingException(problem)
         inputs[modality] = path
     return inputs
+
+
+def check_parameters_without_loading(alg, parameters, context):
+    """``QgsProcessingAlgorithm.checkParameterValues`` except that a raster parameter given as
+    an existing file path is accepted as it is: the default check loads it as a QGIS layer,
+    which computes statistics and leaves ``<file>.aux.xml`` beside the user's file (inputs are
+    never modified; the engine opens the file read-only with GDAL and says what is wrong)."""
+    from qgis.core import QgsProcessingParameterRasterLayer
+    for definition in alg.parameterDefinitions():
+        value = parameters.get(definition.name())
+        if isinstance(definition, QgsProcessingParameterRasterLayer) and \
+                isinstance(value, str) and os.path.isfile(value):
+            continue
+        if not definition.checkValueIsAcceptable(value, context):
+            return False, f"Incorrect parameter value for {definition.description()}"
+    return True, ""
 

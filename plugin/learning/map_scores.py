@@ -1,0 +1,67 @@
+"""Map-level accuracy of a model on a labelled area: classify with the engine, compare the cells
+fully inside the label polygons (or under the points) with the map.
+
+What the user gets is a map, so that is what is scored: the engine's own classify (the same
+windows, resampling and tiling as in QGIS), not a scene benchmark. Used by the evidence scripts
+and by the scale study of the VHR model (:func:`with_patch_gsd`).
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ..core.classes import FUNCTION_CLASSES
+from .class_map import load_class_map
+from .labels import UNLABELLED, rasterise
+from .metrics import confusion_matrix, scores
+
+KEYS = tuple(c.key for c in FUNCTION_CLASSES)
+
+
+def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
+    """Scores (OA, kappa, macro F1, per-class F1, confusion matrix, cells) of the map that
+    ``model_path`` makes of ``inputs`` over the labels' area."""
+    from osgeo import gdal
+    from ..core.engine import ClassifyRequest, run_classification
+    from ..core.grid import plan_grid
+    from ..core.model_card import read_card
+    card = read_card(model_path)
+    probe = plan_grid(card, inputs)
+    b = labelset.bounds(probe.crs_wkt)
+    grid = plan_grid(card, inputs, (b[0], b[1], b[2], b[3], probe.crs_wkt))
+    ras = rasterise(labelset, load_class_map(class_map_path), grid, KEYS)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        out = os.path.join(tmp, "map.tif")
+        run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
+                                           output_path=out, extent=grid.bounds + (grid.crs_wkt,)))
+        ds = gdal.Open(out)
+        codes = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+    truth = ras.labels
+    sel = truth != UNLABELLED
+    pred = np.where(codes[sel] > 0, codes[sel].astype(np.int64) - 1, 0)
+    cm = confusion_matrix(truth[sel], pred, len(KEYS))
+    s = scores(cm, list(KEYS))
+    s["confusion_matrix"] = cm.tolist()
+    s["cells"] = int(sel.sum())
+    s["cell_m"] = grid.cell
+    return s
+
+
+def with_patch_gsd(model_path, out_path, gsd_m, stride_px):
+    """A copy of a patch classifier whose card asks the engine for another pixel size (same
+    weights, same patch in pixels, so another window on the ground)."""
+    from ..core.model_card import read_card
+    from .onnx_io import set_card
+    from .vhr_card import window
+    raw = json.loads(json.dumps(read_card(model_path).raw))
+    p = raw["patch"]
+    p.update(gsd_m=float(gsd_m), stride_px=int(stride_px),
+             window_px=window(p["patch_px"], stride_px),
+             window_ground_m=p["patch_px"] * gsd_m)
+    for spec in raw["inputs"]:
+        spec["gsd_m"] = float(gsd_m)
+    raw["output"]["gsd_m"] = stride_px * gsd_m
+    set_card(model_path, raw, out_path)
+    return out_path

@@ -1,0 +1,273 @@
+"""Fine-tune a patch classifier (the VHR scene model) on the user's labels.
+
+The scene model classifies each output cell from the window of pixels around it. To adapt it to
+a city's own imagery, every labelled cell's window is cut from the pixels that the engine's
+:class:`~plugin.core.patches.PatchReader` reads for classify (same grid, resampling,
+normalisation and edge padding): :class:`PatchStore` reads them once and a cell's patch is a
+view into that array, exactly the patch classify feeds (a test holds it to that).
+
+Training: the scene ResNet starts from the base model's weights; class-balanced batches of
+labelled cells, random flips and 90 degree rotations (the views the exported graph averages);
+AdamW with a cosine schedule, the new classifier layer faster than the trunk; cross-entropy
+with label smoothing; batch norm adapts to the user's imagery. The number of epochs is fixed
+from the time limit after the first (recorded, so a rerun reproduces it). The last epoch is
+exported (no choosing of epochs on the held-out cells). A RandomForest on per-cell pixel
+statistics and the untrained base model are scored on the same held-out cells, all through the
+engine's classify for the trained model (:func:`.user_training.finish`).
+"""
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from ..core.errors import Cancelled, InputError
+from ..core.patches import PatchReader
+from .labels import UNLABELLED
+
+BATCH = 32
+STEPS_PER_EPOCH = 40
+MAX_EPOCHS = 40
+LR = 3e-4
+HEAD_LR_MULT = 10.0             # the classifier layer moves faster than the trunk
+LABEL_SMOOTHING = 0.1
+EVAL_CELLS = 2000               # held-out cells scored after each epoch (seeded sample)
+MAX_STORE_BYTES = 3 * 2 ** 30   # the labels' area, read once; beyond this: a smaller extent
+STRIP_CELLS = 32
+
+
+class PatchStore:
+    """Normalised pixels over ``grid`` as classify reads them; ``patches(rows, cols)`` gives
+    the windows of those cells, ``cells`` which cells have data."""
+
+    def __init__(self, card, inputs, grid, aoi=None, progress=None, is_cancelled=None):
+        p = card.patch
+        s = p.stride_px
+        self.patch_px, self.stride = p.patch_px, s
+        self.block_offset = -p.window_lo          # the cell's own pixels inside its patch
+        h_px, w_px = (grid.height - 1) * s + p.patch_px, (grid.width - 1) * s + p.patch_px
+        with PatchReader(card, inputs, grid, aoi) as reader:
+            (modality,) = reader.sources            # scene models take one input
+            bands = len(reader.sources[modality].bands)
+            need = bands * h_px * w_px * 4
+            if need > MAX_STORE_BYTES:
+                raise InputError(
+                    f"The labels' area needs {need / 2 ** 30:.1f} GiB of {p.gsd_m:g} m pixels "
+                    "to train the VHR scene model; set an extent or AOI around part of the "
+                    "labels, or split them.")
+            self.x = np.zeros((bands, h_px, w_px), np.float32)
+            self.cells = np.zeros((grid.height, grid.width), bool)
+            for r0 in range(0, grid.height, STRIP_CELLS):
+                if is_cancelled and is_cancelled():
+                    raise Cancelled("Cancelled by the user; no model was written.")
+                n = min(STRIP_CELLS, grid.height - r0)
+                windows, valid = reader.read(0, r0, grid.width, n)
+                x, _ = windows[modality]
+                self.x[:, r0 * s:r0 * s + x.shape[1]] = x
+                self.cells[r0:r0 + n] = valid
+                if progress:
+                    progress((r0 + n) / grid.height, "Reading the imagery")
+
+    def patches(self, rows, cols):
+        """[N, B, P, P] float32: the windows classify feeds for cells (rows, cols)."""
+        s, P = self.stride, self.patch_px
+        out = np.empty((len(rows), self.x.shape[0], P, P), np.float32)
+        for i, (r, c) in enumerate(zip(rows, cols)):
+            out[i] = self.x[:, r * s:r * s + P, c * s:c * s + P]
+        return out
+
+    def cell_features(self):
+        """[H, W, F] per-cell features for the RandomForest: per band the mean and standard
+        deviation of the cell's own pixels, and the mean over the 3 x 3 cells around it."""
+        from .baseline import _box
+        s, o = self.stride, self.block_offset
+        h, w = self.cells.shape
+        own = self.x[:, o:o + h * s, o:o + w * s].reshape(self.x.shape[0], h, s, w, s)
+        mean, std = own.mean(axis=(2, 4)), own.std(axis=(2, 4))
+        feats = np.concatenate([mean, std, _box(mean), _box(std)], axis=0)
+        return feats.transpose(1, 2, 0)
+
+
+def _augment(x, gen):
+    """Random 90 degree rotation and flip per batch (the exported graph's views)."""
+    k = int(gen.integers(4))
+    x = np.rot90(x, k, axes=(-2, -1))
+    if gen.integers(2):
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x)
+
+
+def predict_cells(net, store, rows, cols, device, batch=256):
+    import torch
+    net.eval()
+    out = np.empty(len(rows), np.int16)
+    with torch.no_grad():
+        for k in range(0, len(rows), batch):
+            x = torch.from_numpy(store.patches(rows[k:k + batch], cols[k:k + batch]))
+            out[k:k + batch] = net(x.to(device)).argmax(1).cpu().numpy()
+    return out
+
+
+def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_seconds, device, seed,
+                    progress, is_cancelled, log):
+    import torch
+    import torch.nn.functional as F
+    from .user_training import score
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    usable = (train_labels != UNLABELLED) & store.cells
+    rows, cols = np.nonzero(usable)
+    y = train_labels[rows, cols].astype(np.int64)
+    classes = np.unique(y)
+    by_class = {int(k): np.flatnonzero(y == k) for k in classes}
+    vr, vc = np.nonzero((val_labels != UNLABELLED) & store.cells)
+    if vr.size > EVAL_CELLS:
+        pick = np.sort(np.random.default_rng(seed + 1).choice(vr.size, EVAL_CELLS, replace=False))
+        vr, vc = vr[pick], vc[pick]
+    head = [p for n, p in net.named_parameters() if n.startswith("classifier.")]
+    trunk = [p for n, p in net.named_parameters() if not n.startswith("classifier.")]
+    opt = torch.optim.AdamW([{"params": trunk, "lr": LR},
+                             {"params": head, "lr": LR * HEAD_LR_MULT}], weight_decay=1e-4)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    history = []
+    t0 = time.perf_counter()
+    epochs = epochs_cap or MAX_EPOCHS
+    epoch = 0
+    while epoch < epochs:
+        net.train()
+        losses = []
+        for step in range(STEPS_PER_EPOCH):
+            if is_cancelled():
+                raise Cancelled("Cancelled by the user; no model was written.")
+            frac = (epoch * STEPS_PER_EPOCH + step) / float(epochs * STEPS_PER_EPOCH)
+            for g, b in zip(opt.param_groups, base_lrs):
+                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
+            # class-balanced: a class drawn uniformly, then one of its cells
+            ks = classes[gen.integers(len(classes), size=BATCH)]
+            idx = np.array([by_class[int(k)][gen.integers(by_class[int(k)].size)] for k in ks])
+            x = torch.from_numpy(_augment(store.patches(rows[idx], cols[idx]), gen))
+            target = torch.from_numpy(y[idx])
+            loss = F.cross_entropy(net(x.to(device)), target.to(device),
+                                   label_smoothing=LABEL_SMOOTHING)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            progress((epoch + (step + 1) / STEPS_PER_EPOCH) / epochs, f"Epoch {epoch + 1} of "
+                     f"{epochs}")
+        epoch += 1
+        elapsed = time.perf_counter() - t0
+        pred = np.full(val_labels.shape, UNLABELLED, np.int16)
+        pred[vr, vc] = predict_cells(net, store, vr, vc, device)
+        truth = np.full(val_labels.shape, UNLABELLED, np.int16)
+        truth[vr, vc] = val_labels[vr, vc]
+        s = score(truth, pred)
+        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                        "validation_overall_accuracy": s["overall_accuracy"],
+                        "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
+        per_epoch = elapsed / epoch
+        if epoch == 1 and not epochs_cap:
+            epochs = int(max(1, min(MAX_EPOCHS, max_seconds // max(per_epoch, 1e-3))))
+        left = per_epoch * (epochs - epoch)
+        log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
+            f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
+            "min left")
+        progress(epoch / epochs, f"Epoch {epoch} of {epochs}: held-out OA "
+                 f"{s['overall_accuracy']:.3f}, about {left / 60:.1f} min left")
+    return history
+
+
+def train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
+                      outer_progress, stage, is_cancelled, messages):
+    """The patch-classifier branch of :func:`.user_training.run_training` (same outputs)."""
+    import shutil
+
+    import torch
+    from . import user_training as ut
+    from .vhr_export import torch_net_from_onnx
+    card, grid, split = prep.card, prep.grid, prep.split
+    store = PatchStore(card, inputs, grid, request.aoi, stage(0.02, 0.08), is_cancelled)
+    val_cells = (split.validation != UNLABELLED)
+    comparisons = {}
+    if request.baseline:
+        outer_progress(0.08, "RandomForest baseline")
+        try:
+            from .baseline import fit_predict
+            pred, info = fit_predict(store.cell_features(), split.train, val_cells, request.seed)
+            full = np.full(val_cells.shape, UNLABELLED, np.int16)
+            full[val_cells] = pred
+            comparisons["random_forest"] = dict(ut.score(split.validation, full), **info)
+            say(f"RandomForest baseline on the held-out blocks: OA "
+                f"{comparisons['random_forest']['overall_accuracy']:.3f}, macro F1 "
+                f"{comparisons['random_forest']['macro_f1']:.3f}.")
+        except ImportError:
+            say("Warning: scikit-learn is not installed: the RandomForest baseline is skipped.")
+    if is_cancelled():
+        raise Cancelled("Cancelled by the user; no model was written.")
+    outer_progress(0.1, f"Scoring the untrained {base.name}")
+    with tempfile.TemporaryDirectory(prefix="urban_functions_base_") as tmp:
+        comparisons["untrained_base"] = dict(
+            ut._engine_scores(base_path, inputs, grid, split.validation, tmp, request.aoi),
+            model=base.name)
+    say(f"Untrained {base.name} on the held-out blocks (through classify): OA "
+        f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")
+
+    device = ut._device(request.device, torch)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    net = torch_net_from_onnx(base_path, config).to(device)
+    budget = max(30.0, request.max_minutes * 60.0 - (time.perf_counter() - t_start) - 120.0)
+    t_train = time.perf_counter()
+    history = train_patch_net(net, store, split.train, split.validation, request.epochs, budget,
+                              device, request.seed, stage(0.12, 0.85), is_cancelled, say)
+    train_seconds = time.perf_counter() - t_train
+    net = net.cpu().eval()
+    del store
+
+    tmp = tempfile.mkdtemp(prefix="urban_functions_train_")
+    try:
+        outer_progress(0.86, "Exporting to ONNX")
+        from .vhr_card import INPUT_NAME, OUTPUT_NAME
+        views = (base.raw.get("architecture") or {}).get("test_time_views") or ["identity"]
+        ckpt = os.path.join(tmp, "model.pt")
+        torch.save({"config": net.config, "state_dict": net.state_dict(),
+                    "io": {"input": card.patch.input or INPUT_NAME,
+                           "output": card.output.name or OUTPUT_NAME,
+                           "patch_px": card.patch.patch_px, "views": list(views)}}, ckpt)
+        bare = os.path.join(tmp, "bare.onnx")
+        summary = ut.export_checkpoint(ckpt, bare, module="plugin.learning.vhr_export")
+        if is_cancelled():
+            raise Cancelled("Cancelled by the user; no model was written.")
+        name = request.name or ut.slug(os.path.splitext(os.path.basename(
+            request.output_path))[0])
+        card_dict = ut._user_card(prep.raw, base, base_path, "fine-tune", name, request,
+                                  request.labels, prep.class_map, prep.ras, split, grid, inputs,
+                                  history, train_seconds, device, config, prep.receptive)
+        _patch_card_fields(card_dict, prep.raw, base, config, views, prep.receptive, request,
+                           history, train_seconds, device)
+        return ut.finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons,
+                         history, t_start, say, outer_progress, is_cancelled, messages)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _patch_card_fields(card, raw, base, config, views, receptive, request, history, seconds,
+                       device):
+    """What differs from a fine-tuned fusion network's card."""
+    arch = dict(raw.get("architecture") or {})
+    arch.update({"config": dict(config), "receptive_field_radius_cells": receptive,
+                 "description": (f"{base.name}'s scene ResNet, fine-tuned on your labels; "
+                                 "see the base model's card."),
+                 "test_time_views": list(views)})
+    card["architecture"] = arch
+    card["output"] = dict(raw["output"])          # patches: no tile context needed
+    card["training"].update({
+        "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": None,
+        "optimizer": f"AdamW, lr {LR:g} (classifier layer x{HEAD_LR_MULT:g}), cosine",
+        "loss": f"cross-entropy, label smoothing {LABEL_SMOOTHING:g}",
+        "sampling": ("class-balanced labelled cells (a class drawn uniformly, then a cell); "
+                     "the patch classify feeds; flips and 90 degree rotations"),
+        "batch_norm": "trained (statistics of your imagery)",
+        "validation_during_training": (f"after each epoch, a seeded sample of up to "
+                                       f"{EVAL_CELLS} held-out cells (torch, one view); the last "
+                                       "epoch is kept")})
