@@ -161,7 +161,8 @@ def table(r):
              row("scene model trained on AID + RSSCN7, before adaptation", r["before"]),
              row("(a) after `urbanfunctions:train` on the adaptation mosaic "
                  f"({r['adapt_mosaic']['scenes']} scenes)", r["a"]["test"]),
-             row("(b) urban-fusion fine-tuned on the same labels (VHR only)", r["b"]["test"]),
+             row(f"(b) urban-fusion fine-tuned on the same labels (VHR only; its "
+                 f"{r['b']['test']['cell_m']:g} m cells inside the zones)", r["b"]["test"]),
              row("(c) RandomForest, per-cell pixel statistics, same labels", r["c"]),
              row("bundled scene model (all three sources, UC Merced training split seen)",
                  r["bundled"])]
@@ -187,7 +188,10 @@ def main(argv=None):
     adapt, test = mosaics(args.out)
     log(f"Adaptation mosaic: {adapt.scenes} scenes in {adapt.zones} zones; test mosaic: "
         f"{test.scenes} scenes in {test.zones} zones")
-    r = {"adapt_mosaic": adapt.__dict__, "test_mosaic": test.__dict__}
+    r = {"adapt_mosaic": dict(adapt.__dict__), "test_mosaic": dict(test.__dict__)}
+    for key in ("adapt_mosaic", "test_mosaic"):    # under --out, never committed
+        for f in ("raster", "labels"):
+            r[key][f] = os.path.basename(r[key][f])
     r["before"] = score_map(base, test, args.out)
     log(f"Before adaptation: OA {r['before']['overall_accuracy']:.3f}")
     from plugin.learning.user_training import VHR_SCENES

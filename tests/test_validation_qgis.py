@@ -344,3 +344,28 @@ def test_plan_shows_the_sample_that_create_then_draws(provider, rasters, tmp_pat
                                 OUTPUT=str(tmp_path / "p.gpkg")))
     assert drawn["N_POINTS"] == planned["N_POINTS"]
     assert drawn["EXPECTED_SE_OA"] == pytest.approx(planned["EXPECTED_SE_OA"])
+
+
+def test_the_classified_raster_and_its_sidecar_are_never_modified(provider, rasters, tmp_path):
+    """Plan, create and assess read the map with GDAL: no QGIS layer computes statistics into
+    an .aux.xml beside it (a map without a palette would get one) and nothing else changes."""
+    import processing
+    folder = tmp_path / "map"
+    folder.mkdir()
+    plain = write_raster(folder / "plain_map.tif", rasters["arr"], 32633,
+                         (X0, 10, 0, Y0, 0, -10), gdal.GDT_Byte, 0)
+
+    def state():
+        return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+    before = state()
+    assert list(before) == ["plain_map.tif"]
+    processing.run(f"{PROVIDER_ID}:planvalidationsample", {"INPUT": plain, "SAMPLE_SIZE": 40})
+    gpkg = tmp_path / "points.gpkg"
+    _create(dict(rasters, map=plain), gpkg)
+    from plugin.validation.labelling import label_points_file
+    label_points_file(str(gpkg), rasters["truth"])
+    processing.run(f"{PROVIDER_ID}:assessaccuracy", {
+        "POINTS": str(gpkg), "REFERENCE_FIELD": "ref_class", "RASTER": plain,
+        "OUTPUT_HTML": str(tmp_path / "r.html")})
+    assert (tmp_path / "r.html").exists()
+    assert state() == before

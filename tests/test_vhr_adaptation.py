@@ -66,12 +66,16 @@ def test_train_fine_tunes_the_vhr_scene_model_and_classify_runs_it(sample_city, 
     feeds; card, parity, comparisons, and classify runs the result."""
     import processing
     from plugin.core.model_card import read_card
+    import shutil
     labels = gt_points(sample_city.ground_truth, tmp_path / "points.gpkg", n=2500, epsg=3857)
     out = tmp_path / "vhr_city.onnx"
-    extent = _corner_extent(sample_city.inputs["vhr"])
+    (tmp_path / "in").mkdir()
+    vhr = str(tmp_path / "in" / "vhr.tif")
+    shutil.copy(sample_city.inputs["vhr"], vhr)
+    extent = _corner_extent(vhr)
     feedback = CollectingFeedback()
     result = processing.run("urbanfunctions:train", {
-        "VHR": sample_city.inputs["vhr"], "LABELS": labels, "LABEL_FIELD": "function",
+        "VHR": vhr, "LABELS": labels, "LABEL_FIELD": "function",
         "EXTENT": extent, "BLOCK_SIZE": 300, "EPOCHS": 2,
         "MAX_MINUTES": 5, "OUTPUT_MODEL": str(out)}, feedback=feedback)
     assert result["MODEL"] == str(out) and out.exists()
@@ -98,20 +102,21 @@ def test_train_fine_tunes_the_vhr_scene_model_and_classify_runs_it(sample_city, 
     assert any("Untrained vhr-scenes-resnet" in t for t in feedback.infos)
     # BASE_MODEL empty with VHR alone: the real-data scene model is the measured best start
     assert any(t.startswith("Starting point: the VHR scene model") for t in feedback.infos)
+    assert os.listdir(tmp_path / "in") == ["vhr.tif"]     # no sidecar beside the input
     res = processing.run("urbanfunctions:classify", {
-        "VHR": sample_city.inputs["vhr"], "MODEL": str(out), "EXTENT": extent,
+        "VHR": vhr, "MODEL": str(out), "EXTENT": extent,
         "OUTPUT": str(tmp_path / "map.tif")}, feedback=CollectingFeedback())
     codes = gdal.Open(res["OUTPUT"]).ReadAsArray()
     assert codes.shape == (40, 40) and len(np.unique(codes[codes > 0])) >= 3
 
 
-def test_scene_model_cannot_start_from_scratch_or_so2sat(sample_city, tmp_path):
+def test_scene_model_cannot_start_from_so2sat(sample_city, tmp_path):
     from plugin.core.errors import InputError
     from plugin.learning.labels import read_label_file
     from plugin.learning.user_training import TrainRequest, VHR_SCENES, run_training
     labels = read_label_file(gt_points(sample_city.ground_truth, tmp_path / "p.gpkg", n=50),
                              "function")
-    with pytest.raises(InputError, match="fine-tuned from its weights only"):
+    with pytest.raises(InputError, match="no So2Sat start"):
         run_training(TrainRequest(inputs={"vhr": sample_city.inputs["vhr"]}, labels=labels,
                                   output_path=str(tmp_path / "m.onnx"), base_model=VHR_SCENES,
                                   s2_trunk=VHR_SCENES))
@@ -174,7 +179,7 @@ def test_train_vhr_recipe_trains_on_chosen_sources_only():
     recipe (``--sources``); an unknown source is refused."""
     from plugin.learning.train_vhr import DEFAULTS, parse_args
     args = parse_args(["--sources", "AID, RSSCN7", "--epochs", "1"])
-    assert args.sources == ("AID", "RSSCN7") and args.gsd == DEFAULTS["gsd_m"] == 0.75
-    assert args.stride_px == 40
+    assert args.sources == ("AID", "RSSCN7") and args.gsd == DEFAULTS["gsd_m"] == 1.0
+    assert args.stride_px == DEFAULTS["stride_px"] == 30
     with pytest.raises(SystemExit):
         parse_args(["--sources", "AID,Potsdam"])

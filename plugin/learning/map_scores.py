@@ -36,12 +36,20 @@ def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
         run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
                                            output_path=out, extent=grid.bounds + (grid.crs_wkt,)))
         ds = gdal.Open(out)
+        gt = ds.GetGeoTransform()
+        if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
+                abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
+            raise RuntimeError("classify planned another grid than the labels were rasterised on")
         codes = ds.GetRasterBand(1).ReadAsArray()
         ds = None
     truth = ras.labels
     sel = truth != UNLABELLED
-    pred = np.where(codes[sel] > 0, codes[sel].astype(np.int64) - 1, 0)
-    cm = confusion_matrix(truth[sel], pred, len(KEYS))
+    # a labelled cell the map leaves empty counts as wrong (never as the first class)
+    pred = codes[sel].astype(np.int64) - 1
+    t = truth[sel].astype(np.int64)
+    empty = pred < 0
+    pred[empty] = (t[empty] + 1) % len(KEYS)
+    cm = confusion_matrix(t, pred, len(KEYS))
     s = scores(cm, list(KEYS))
     s["confusion_matrix"] = cm.tolist()
     s["cells"] = int(sel.sum())

@@ -8,9 +8,11 @@ view into that array, exactly the patch classify feeds (a test holds it to that)
 
 Training: the scene ResNet starts from the base model's weights; class-balanced batches of
 labelled cells, random flips and 90 degree rotations (the views the exported graph averages);
-AdamW with a cosine schedule, the new classifier layer faster than the trunk; cross-entropy
-with label smoothing; batch norm adapts to the user's imagery. The number of epochs is fixed
-from the time limit after the first (recorded, so a rerun reproduces it). The last epoch is
+AdamW, the classifier layer at a higher learning rate than the trunk; cross-entropy with label
+smoothing; batch norm adapts to the user's imagery. The first epoch runs at the base learning
+rate and is timed; the number of epochs is then fixed from the time limit and the cosine
+schedule runs over the others, so a rerun with the recorded ``EPOCHS`` and ``SEED``
+reproduces the run (the same schedule either way). The last epoch is
 exported (no choosing of epochs on the held-out cells). A RandomForest on per-cell pixel
 statistics and the untrained base model are scored on the same held-out cells, all through the
 engine's classify for the trained model (:func:`.user_training.finish`).
@@ -83,8 +85,14 @@ class PatchStore:
         from .baseline import _box
         s, o = self.stride, self.block_offset
         h, w = self.cells.shape
-        own = self.x[:, o:o + h * s, o:o + w * s].reshape(self.x.shape[0], h, s, w, s)
-        mean, std = own.mean(axis=(2, 4)), own.std(axis=(2, 4))
+        b = self.x.shape[0]
+        mean = np.empty((b, h, w), np.float32)
+        std = np.empty((b, h, w), np.float32)
+        for r0 in range(0, h, STRIP_CELLS):   # strips: no copy of the whole store
+            n = min(STRIP_CELLS, h - r0)
+            own = self.x[:, o + r0 * s:o + (r0 + n) * s, o:o + w * s].reshape(b, n, s, w, s)
+            mean[:, r0:r0 + n] = own.mean(axis=(2, 4))
+            std[:, r0:r0 + n] = own.std(axis=(2, 4))
         feats = np.concatenate([mean, std, _box(mean), _box(std)], axis=0)
         return feats.transpose(1, 2, 0)
 
@@ -117,11 +125,17 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     usable = (train_labels != UNLABELLED) & store.cells
+    if not usable.any():
+        raise InputError("No training label lies on imagery: the labelled cells outside the "
+                         "held-out blocks have no VHR pixels (nodata, or outside the AOI).")
     rows, cols = np.nonzero(usable)
     y = train_labels[rows, cols].astype(np.int64)
     classes = np.unique(y)
     by_class = {int(k): np.flatnonzero(y == k) for k in classes}
     vr, vc = np.nonzero((val_labels != UNLABELLED) & store.cells)
+    if vr.size == 0:
+        raise InputError("No held-out label lies on imagery: the labelled cells in the "
+                         "held-out blocks have no VHR pixels (nodata, or outside the AOI).")
     if vr.size > EVAL_CELLS:
         pick = np.sort(np.random.default_rng(seed + 1).choice(vr.size, EVAL_CELLS, replace=False))
         vr, vc = vr[pick], vc[pick]
@@ -140,7 +154,10 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
         for step in range(STEPS_PER_EPOCH):
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no model was written.")
-            frac = (epoch * STEPS_PER_EPOCH + step) / float(epochs * STEPS_PER_EPOCH)
+            # epoch 1 at the base rate (timed), the cosine over the rest: the same schedule
+            # whether the epoch count comes from EPOCHS or from the time limit
+            frac = 0.0 if epoch == 0 or epochs == 1 else \
+                ((epoch - 1) * STEPS_PER_EPOCH + step) / float((epochs - 1) * STEPS_PER_EPOCH)
             for g, b in zip(opt.param_groups, base_lrs):
                 g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
             # class-balanced: a class drawn uniformly, then one of its cells
@@ -194,7 +211,9 @@ def train_patch_model(request, base, base_path, config, prep, inputs, t_start, s
         outer_progress(0.08, "RandomForest baseline")
         try:
             from .baseline import fit_predict
-            pred, info = fit_predict(store.cell_features(), split.train, val_cells, request.seed)
+            # the cells the network learns from: labelled and with imagery
+            rf_train = np.where(store.cells, split.train, UNLABELLED).astype(split.train.dtype)
+            pred, info = fit_predict(store.cell_features(), rf_train, val_cells, request.seed)
             full = np.full(val_cells.shape, UNLABELLED, np.int16)
             full[val_cells] = pred
             comparisons["random_forest"] = dict(ut.score(split.validation, full), **info)
@@ -263,7 +282,8 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
     card["output"] = dict(raw["output"])          # patches: no tile context needed
     card["training"].update({
         "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": None,
-        "optimizer": f"AdamW, lr {LR:g} (classifier layer x{HEAD_LR_MULT:g}), cosine",
+        "optimizer": (f"AdamW, lr {LR:g} (classifier layer x{HEAD_LR_MULT:g}); epoch 1 at that "
+                      "rate, cosine to 0 over the others"),
         "loss": f"cross-entropy, label smoothing {LABEL_SMOOTHING:g}",
         "sampling": ("class-balanced labelled cells (a class drawn uniformly, then a cell); "
                      "the patch classify feeds; flips and 90 degree rotations"),

@@ -100,8 +100,12 @@ def build_mosaic(rows, root, raster_path, labels_path, zone_scenes=2, seed=0, sc
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(CRS_EPSG)
     gt = (ORIGIN[0], gsd, 0.0, ORIGIN[1], 0.0, -gsd)
-    _write_raster(raster_path, img, gt, srs.ExportToWkt())
     _write_labels(labels_path, zones, ncols, zpx * gsd, srs)
+    try:
+        _write_raster(raster_path, img, gt, srs.ExportToWkt())
+    except BaseException:    # no labels without their raster
+        os.remove(labels_path)
+        raise
     counts = defaultdict(int)
     for key, _ in zones:
         counts[key] += 1
@@ -111,23 +115,39 @@ def build_mosaic(rows, root, raster_path, labels_path, zone_scenes=2, seed=0, sc
 
 def _write_raster(path, img, gt, wkt):
     tmp = path + ".partial.tif"
-    drv = gdal.GetDriverByName("GTiff")
-    ds = drv.Create(tmp, img.shape[2], img.shape[1], 3, gdal.GDT_Byte,
-                    options=["COMPRESS=DEFLATE", "TILED=YES", "PHOTOMETRIC=RGB"])
-    ds.SetGeoTransform(gt)
-    ds.SetProjection(wkt)
-    for b in range(3):
-        ds.GetRasterBand(b + 1).WriteArray(img[b])
-        ds.GetRasterBand(b + 1).SetColorInterpretation(
-            (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)[b])
-    ds = None
-    os.replace(tmp, path)
+    try:
+        ds = gdal.GetDriverByName("GTiff").Create(
+            tmp, img.shape[2], img.shape[1], 3, gdal.GDT_Byte,
+            options=["COMPRESS=DEFLATE", "TILED=YES", "PHOTOMETRIC=RGB"])
+        ds.SetGeoTransform(gt)
+        ds.SetProjection(wkt)
+        for b in range(3):
+            ds.GetRasterBand(b + 1).WriteArray(img[b])
+            ds.GetRasterBand(b + 1).SetColorInterpretation(
+                (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)[b])
+        ds = None
+        os.replace(tmp, path)
+    except BaseException:
+        ds = None
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _write_labels(path, zones, ncols, zone_m, srs):
     tmp = path + ".partial.gpkg"
     if os.path.exists(tmp):
         os.remove(tmp)
+    try:
+        _fill_labels(tmp, zones, ncols, zone_m, srs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fill_labels(tmp, zones, ncols, zone_m, srs):
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(tmp)
     lyr = ds.CreateLayer("labels", srs, ogr.wkbPolygon)
     lyr.CreateField(ogr.FieldDefn(LABEL_FIELD, ogr.OFTString))
@@ -147,4 +167,3 @@ def _write_labels(path, zones, ncols, zone_m, srs):
         f.SetGeometry(poly)
         lyr.CreateFeature(f)
     ds = None
-    os.replace(tmp, path)

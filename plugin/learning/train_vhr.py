@@ -339,8 +339,10 @@ def map_level_study(model_path, root, rows, split, workdir, chosen_gsd, log=log)
     for gsd, stride in SCALE_STUDY:
         probe = with_patch_gsd(model_path, os.path.join(workdir, f"scale_{gsd:g}.onnx"), gsd,
                                stride)
-        m = map_scores(probe, {"vhr": tif}, labels, work=workdir)
-        os.remove(probe)
+        try:
+            m = map_scores(probe, {"vhr": tif}, labels, work=workdir)
+        finally:
+            os.remove(probe)
         if abs(gsd - chosen_gsd) > 1e-9:
             del m["confusion_matrix"]
         runs[f"{gsd:g} m"] = dict(m, gsd_m=gsd, stride_px=stride)

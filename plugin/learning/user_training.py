@@ -495,8 +495,8 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                          "classify works without it.") from exc
     base, base_path, config = load_base(request.base_model)
     if is_scene_model(base) and request.s2_trunk:
-        raise InputError("The VHR scene model is fine-tuned from its weights only (no So2Sat "
-                         "start, no training from scratch).")
+        raise InputError("The VHR scene model is fine-tuned from its own weights (no So2Sat "
+                         "start): So2Sat starts the Sentinel-2 stream of the fusion network.")
     mode = SCRATCH if request.base_model == SCRATCH else "fine-tune"
     if request.s2_trunk:
         if not any(m.startswith("s2_") for m in inputs):

@@ -11,6 +11,7 @@ The statistics live in ``plugin.validation`` (pure Python); this module only ada
 import os
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsEditorWidgetSetup,
     QgsFeature,
     QgsFeatureSink,
@@ -58,13 +59,30 @@ ALLOCATIONS = (("Proportional to mapped area", "proportional"),
                 "neyman"))
 
 
-def _raster_path(layer, label):
+def _raster_source(alg, parameters, name, context, label):
+    """(file, display name, QgsCoordinateReferenceSystem) of the classified raster. A path is
+    read with GDAL as it is (a QGIS layer made from it would compute statistics into the
+    map's .aux.xml); a layer must be a plain GDAL file."""
+    value = parameters.get(name)
+    if isinstance(value, str) and os.path.isfile(value):
+        from osgeo import gdal
+        try:
+            ds = gdal.OpenEx(value, gdal.OF_RASTER | gdal.OF_READONLY)
+            if ds is None:
+                raise RuntimeError("not a raster GDAL can read")
+            wkt = ds.GetProjection()
+            ds = None
+        except RuntimeError as exc:
+            raise QgsProcessingException(f"{label}: cannot open {value!r} ({exc}).") from exc
+        return (value, os.path.splitext(os.path.basename(value))[0],
+                QgsCoordinateReferenceSystem.fromWkt(wkt))
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
     if layer is None:
         raise QgsProcessingException(f"{label}: cannot open the raster layer.")
     path, problem = qgis_inputs.raster_layer_path(layer, label)
     if problem:
         raise QgsProcessingException(problem)
-    return path
+    return path, layer.name(), layer.crs()
 
 
 def value_map_setup(choices):
@@ -151,6 +169,9 @@ class _Base(QgsProcessingAlgorithm):
 
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
+
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
 
 
 class CreateValidationPointsAlgorithm(_Base):
@@ -240,8 +261,8 @@ class CreateValidationPointsAlgorithm(_Base):
         from ..validation.sample_size import parse_expected_ua
         from ..validation.sampling import draw_sample
 
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        path = _raster_path(layer, "Classified raster")
+        path, _, crs = _raster_source(self, parameters, self.INPUT, context,
+                                      "Classified raster")
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         design = DESIGNS[self.parameterAsEnum(parameters, self.DESIGN, context)][1]
         allocation = ALLOCATIONS[self.parameterAsEnum(parameters, self.ALLOCATION, context)][1]
@@ -268,7 +289,7 @@ class CreateValidationPointsAlgorithm(_Base):
             raise QgsProcessingException(str(exc)) from exc
 
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, self.fields(),
-                                             QgsWkbTypes.Point, layer.crs())
+                                             QgsWkbTypes.Point, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         fields = self.fields()
@@ -399,8 +420,8 @@ class AssessAccuracyAlgorithm(_Base):
         source = self.parameterAsSource(parameters, self.POINTS, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
-        raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)
-        path = _raster_path(raster, "Classified raster")
+        path, raster_name, _ = _raster_source(self, parameters, self.RASTER, context,
+                                              "Classified raster")
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         ref_field = self.parameterAsString(parameters, self.REFERENCE_FIELD, context)
         if source.fields().indexFromName(ref_field) < 0:
@@ -445,7 +466,7 @@ class AssessAccuracyAlgorithm(_Base):
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) \
             if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_JSON)) else None
         write_report(a, html_path, csv_path, json_path,
-                     "Map accuracy assessment: " + (raster.name() or os.path.basename(path)))
+                     "Map accuracy assessment: " + (raster_name or os.path.basename(path)))
         feedback.setProgress(100)
 
         lo, hi = a.overall.ci
@@ -540,8 +561,8 @@ class PlanValidationSampleAlgorithm(_Base):
         from ..validation.raster_access import ValidationError, count_classes
         from ..validation.sample_size import parse_expected_ua, plan
 
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        path = _raster_path(layer, "Classified raster")
+        path, _, crs = _raster_source(self, parameters, self.INPUT, context,
+                                      "Classified raster")
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         n = self.parameterAsInt(parameters, self.SAMPLE_SIZE, context)
         try:
