@@ -36,7 +36,7 @@ from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common.styling import PROP_MODALITY
 
 ALGORITHM = "urbanfunctions:train"
-BASES = (("Best measured start (scene model for VHR alone; So2Sat for Sentinel-2)", ""),
+BASES = (("Best measured start for these inputs", ""),
          ("Fine-tune the bundled fusion network", "urban-fusion"),
          ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"),
          ("Fine-tune the VHR scene model (VHR imagery only)", "vhr-scenes-resnet"),
@@ -122,6 +122,10 @@ class TrainDialog(QDialog):
         self.base_combo = QComboBox()
         for label, value in BASES:
             self.base_combo.addItem(label, value)
+        self.base_combo.setItemData(0, "VHR alone: the real-data VHR scene model. With "
+                                    "Sentinel-2: its stream from the imported So2Sat LCZ network "
+                                    "(else the fusion network). Measured in the README.",
+                                    Qt.ToolTipRole)
         self.minutes = QSpinBox()
         self.minutes.setRange(1, 1440)
         self.minutes.setValue(15)
