@@ -29,16 +29,16 @@ WEIGHTS = os.path.join("so2sat", "S2_RESNET20_BS16_LR2e-4_IN32-32-10_PRO-52-0R12
 
 
 def true_colour_layer(path):
-    """The stack as B4/B3/B2 with a 2-98 % stretch per band."""
+    """A red, green, blue raster with a 2-98 % stretch per band."""
     import numpy as np
     from osgeo import gdal
     from qgis.core import (QgsContrastEnhancement, QgsMultiBandColorRenderer, QgsRasterLayer)
     layer = QgsRasterLayer(path, "Sentinel-2 L1C true colour", "gdal")
-    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 3, 2, 1)
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3)
     ds = gdal.Open(path)
-    for band, setter in ((3, renderer.setRedContrastEnhancement),
+    for band, setter in ((1, renderer.setRedContrastEnhancement),
                          (2, renderer.setGreenContrastEnhancement),
-                         (1, renderer.setBlueContrastEnhancement)):
+                         (3, renderer.setBlueContrastEnhancement)):
         values = ds.GetRasterBand(band).ReadAsArray(buf_xsize=384, buf_ysize=192)
         lo, hi = (float(v) for v in np.percentile(values, [2, 98]))
         ce = QgsContrastEnhancement(layer.dataProvider().dataType(band))
@@ -142,7 +142,13 @@ def main(argv=None):
 
         project = QgsProject.instance()
         lcz = QgsRasterLayer(out, "LCZ", "gdal")  # styled by the .qml the algorithm wrote
-        image = true_colour_layer(stack)
+        # a copy of the true-colour bands in the work folder: the statistics QGIS computes for
+        # a layer go into an .aux.xml beside its file (a VRT passes them on to its source),
+        # never beside the read-only shared data
+        from osgeo import gdal
+        rgb = os.path.join(work, "s2_true_colour.tif")
+        gdal.Translate(rgb, stack, bandList=[3, 2, 1])   # B4, B3, B2
+        image = true_colour_layer(rgb)
         project.addMapLayers([lcz, image])
         png = export_lcz_layout(
             project, lcz, image, os.path.join(args.out, "lcz_ketzin.png"),

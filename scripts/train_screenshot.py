@@ -45,7 +45,13 @@ def main(argv=None):
         QgsApplication.processingRegistry().addProvider(provider)
         project = QgsProject.instance()
         if os.path.isfile(S2) and os.path.isfile(OSM):
-            raster = QgsRasterLayer(S2, "Sentinel-2 16 Feb 2017 (Havelland)", "gdal")
+            # a copy in the work folder: the statistics QGIS computes for a layer go into an
+            # .aux.xml beside its file (a VRT passes them on to its source), never beside the
+            # read-only shared data
+            import shutil
+            copy = os.path.join(work, os.path.basename(S2))
+            shutil.copy(S2, copy)
+            raster = QgsRasterLayer(copy, "Sentinel-2 16 Feb 2017 (Havelland)", "gdal")
             labels = QgsVectorLayer(OSM, "OpenStreetMap land use (west)", "ogr")
             modality, field = "s2_winter", "fclass"
         else:
