@@ -19,11 +19,44 @@ from .metrics import confusion_matrix, scores
 KEYS = tuple(c.key for c in FUNCTION_CLASSES)
 
 
+def score(truth, pred):
+    """Scores of class indices ``pred`` on the labelled cells of ``truth`` (both [H, W], card
+    order, UNLABELLED elsewhere). A labelled cell the map leaves empty counts as wrong, never
+    as the first class."""
+    sel = truth != UNLABELLED
+    t = truth[sel].astype(np.int64)
+    p = pred[sel].astype(np.int64)
+    empty = p < 0
+    p[empty] = (t[empty] + 1) % len(KEYS)
+    cm = confusion_matrix(t, p, len(KEYS))
+    s = scores(cm, list(KEYS))
+    s["confusion_matrix"] = cm.tolist()
+    return s
+
+
+def classify_on_grid(model_path, inputs, grid, folder, aoi=None):
+    """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
+    engine's classify over exactly ``grid``."""
+    from osgeo import gdal
+    from ..core.engine import ClassifyRequest, run_classification
+    from ..core.errors import ModelError
+    out = os.path.join(folder, "map.tif")
+    run_classification(ClassifyRequest(inputs=inputs, model_path=model_path, output_path=out,
+                                       extent=grid.bounds + (grid.crs_wkt,), aoi=aoi))
+    ds = gdal.Open(out)
+    gt = ds.GetGeoTransform()
+    if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
+            abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
+        raise ModelError("Internal error: classify planned another grid than the labels'.")
+    codes = ds.GetRasterBand(1).ReadAsArray()
+    ds = None
+    os.remove(out)
+    return np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED).astype(np.int16)
+
+
 def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
     """Scores (OA, kappa, macro F1, per-class F1, confusion matrix, cells) of the map that
     ``model_path`` makes of ``inputs`` over the labels' area."""
-    from osgeo import gdal
-    from ..core.engine import ClassifyRequest, run_classification
     from ..core.grid import plan_grid
     from ..core.model_card import read_card
     card = read_card(model_path)
@@ -32,27 +65,9 @@ def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
     grid = plan_grid(card, inputs, (b[0], b[1], b[2], b[3], probe.crs_wkt))
     ras = rasterise(labelset, load_class_map(class_map_path), grid, KEYS)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        out = os.path.join(tmp, "map.tif")
-        run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
-                                           output_path=out, extent=grid.bounds + (grid.crs_wkt,)))
-        ds = gdal.Open(out)
-        gt = ds.GetGeoTransform()
-        if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
-                abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
-            raise RuntimeError("classify planned another grid than the labels were rasterised on")
-        codes = ds.GetRasterBand(1).ReadAsArray()
-        ds = None
-    truth = ras.labels
-    sel = truth != UNLABELLED
-    # a labelled cell the map leaves empty counts as wrong (never as the first class)
-    pred = codes[sel].astype(np.int64) - 1
-    t = truth[sel].astype(np.int64)
-    empty = pred < 0
-    pred[empty] = (t[empty] + 1) % len(KEYS)
-    cm = confusion_matrix(t, pred, len(KEYS))
-    s = scores(cm, list(KEYS))
-    s["confusion_matrix"] = cm.tolist()
-    s["cells"] = int(sel.sum())
+        pred = classify_on_grid(model_path, inputs, grid, tmp)
+    s = score(ras.labels, pred)
+    s["cells"] = int((ras.labels != UNLABELLED).sum())
     s["cell_m"] = grid.cell
     return s
 

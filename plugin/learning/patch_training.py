@@ -121,7 +121,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
                     progress, is_cancelled, log):
     import torch
     import torch.nn.functional as F
-    from .user_training import score
+    from .user_training import end_of_epoch, score
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     usable = (train_labels != UNLABELLED) & store.cells
@@ -174,24 +174,12 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
             progress((epoch + (step + 1) / STEPS_PER_EPOCH) / epochs, f"Epoch {epoch + 1} of "
                      f"{epochs}")
         epoch += 1
-        elapsed = time.perf_counter() - t0
         pred = np.full(val_labels.shape, UNLABELLED, np.int16)
         pred[vr, vc] = predict_cells(net, store, vr, vc, device)
         truth = np.full(val_labels.shape, UNLABELLED, np.int16)
         truth[vr, vc] = val_labels[vr, vc]
-        s = score(truth, pred)
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
-                        "validation_overall_accuracy": s["overall_accuracy"],
-                        "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
-        per_epoch = elapsed / epoch
-        if epoch == 1 and not epochs_cap:
-            epochs = int(max(1, min(MAX_EPOCHS, max_seconds // max(per_epoch, 1e-3))))
-        left = per_epoch * (epochs - epoch)
-        log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
-            f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
-            "min left")
-        progress(epoch / epochs, f"Epoch {epoch} of {epochs}: held-out OA "
-                 f"{s['overall_accuracy']:.3f}, about {left / 60:.1f} min left")
+        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses,
+                              score(truth, pred), t0, MAX_EPOCHS, log, progress)
     return history
 
 

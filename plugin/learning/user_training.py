@@ -40,7 +40,7 @@ from ..core.models import BUNDLED_DIR
 from .blocks import split_blocks
 from .class_map import load_class_map
 from .labels import UNLABELLED, file_sha256, rasterise
-from .metrics import confusion_matrix, scores
+from .map_scores import classify_on_grid, score
 
 BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
 VHR_SCENES = os.path.join(BUNDLED_DIR, "vhr_scenes_resnet.onnx")
@@ -275,14 +275,6 @@ def predict(model, feeds, present, device, where=None, tile=EVAL_TILE, margin=No
     return out
 
 
-def score(truth, pred):
-    sel = truth != UNLABELLED
-    cm = confusion_matrix(truth[sel], np.where(pred[sel] < 0, 0, pred[sel]), len(KEYS))
-    s = scores(cm, list(KEYS))
-    s["confusion_matrix"] = cm.tolist()
-    return s
-
-
 def _param_groups(model, lr):
     trunk, rest = [], []
     frozen = {id(p) for m in model.absent_modules() for p in m.parameters()}
@@ -347,24 +339,31 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
             done = (epoch + (step + 1) / STEPS_PER_EPOCH) / epochs
             progress(done, f"Epoch {epoch + 1} of {epochs}")
         epoch += 1
-        elapsed = time.perf_counter() - t0
         pred = predict(model, feeds, present, device, where=val_labels != UNLABELLED,
                        margin=margin)
-        s = score(val_labels, pred)
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
-                        "validation_overall_accuracy": s["overall_accuracy"],
-                        "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
-        per_epoch = elapsed / epoch
-        if epoch == 1 and not epochs_cap:
-            # fix the schedule from the measured epoch time (kept in the card)
-            epochs = int(max(1, min(MAX_EPOCHS, max_seconds // max(per_epoch, 1e-3))))
-        left = per_epoch * (epochs - epoch)
-        log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
-            f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
-            "min left")
-        progress(epoch / epochs, f"Epoch {epoch} of {epochs}: held-out OA "
-                 f"{s['overall_accuracy']:.3f}, about {left / 60:.1f} min left")
+        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses,
+                              score(val_labels, pred), t0, MAX_EPOCHS, log, progress)
     return history
+
+
+def end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses, s, t0, max_epochs,
+                 log, progress):
+    """Record epoch ``epoch`` (held-out scores ``s``), say it, and return the number of epochs:
+    after the first, when no count was given, what ``max_seconds`` allows (kept in the card)."""
+    elapsed = time.perf_counter() - t0
+    history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                    "validation_overall_accuracy": s["overall_accuracy"],
+                    "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
+    per_epoch = elapsed / epoch
+    if epoch == 1 and not epochs_cap:
+        epochs = int(max(1, min(max_epochs, max_seconds // max(per_epoch, 1e-3))))
+    left = per_epoch * (epochs - epoch)
+    log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
+        f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
+        "min left")
+    progress(epoch / epochs, f"Epoch {epoch} of {epochs}: held-out OA "
+             f"{s['overall_accuracy']:.3f}, about {left / 60:.1f} min left")
+    return epochs
 
 
 def class_weights_for(train_labels, n_classes):
@@ -494,9 +493,15 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                          "in a source checkout, or the plugin's Install dependencies action); "
                          "classify works without it.") from exc
     base, base_path, config = load_base(request.base_model)
-    if is_scene_model(base) and request.s2_trunk:
-        raise InputError("The VHR scene model is fine-tuned from its own weights (no So2Sat "
-                         "start): So2Sat starts the Sentinel-2 stream of the fusion network.")
+    if is_scene_model(base):
+        if request.s2_trunk:
+            raise InputError("The VHR scene model is fine-tuned from its own weights (no So2Sat "
+                             "start): So2Sat starts the Sentinel-2 stream of the fusion "
+                             "network.")
+        prep = prepare(request, base, inputs, say, outer_progress)
+        from .patch_training import train_patch_model
+        return train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
+                                 outer_progress, stage, is_cancelled, messages)
     mode = SCRATCH if request.base_model == SCRATCH else "fine-tune"
     if request.s2_trunk:
         if not any(m.startswith("s2_") for m in inputs):
@@ -504,11 +509,6 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                              "input.")
         mode = "so2sat"
         config["s2_encoder"] = "so2sat"
-    if is_scene_model(base):
-        prep = prepare(request, base, inputs, say, outer_progress)
-        from .patch_training import train_patch_model
-        return train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
-                                 outer_progress, stage, is_cancelled, messages)
     prep = prepare(request, base, inputs, say, outer_progress)
     raw, card, grid, ras, split, receptive, class_map = (
         prep.raw, prep.card, prep.grid, prep.ras, prep.split, prep.receptive, prep.class_map)
@@ -696,21 +696,7 @@ def _warn_if_worse(trained, comparisons, say):
 
 def _engine_scores(model_path, inputs, grid, validation, folder, aoi):
     """Scores of ``model_path`` run by the engine's classify over ``grid``."""
-    from osgeo import gdal
-    from ..core.engine import ClassifyRequest, run_classification
-    out = os.path.join(folder, "check.tif")
-    extent = grid.bounds + (grid.crs_wkt,)
-    run_classification(ClassifyRequest(inputs=inputs, model_path=model_path, output_path=out,
-                                       extent=extent, aoi=aoi))
-    ds = gdal.Open(out)
-    gt = ds.GetGeoTransform()
-    if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
-            abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
-        raise ModelError("Internal error: classify planned another grid than training.")
-    codes = ds.GetRasterBand(1).ReadAsArray()
-    ds = None
-    pred = np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED)
-    return score(validation, pred)
+    return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi))
 
 
 def _publish(tmp, staged, paths, overwrite):
