@@ -310,7 +310,9 @@ def test_cancel_after_first_progress_leaves_no_file(provider, city_inputs, model
 
 
 # --- qgis_process: the plugin as installed in a profile -------------------------------------
-def test_qgis_process_runs_the_algorithm(city_inputs, model_path, card, tmp_path):
+def qgis_process_env(tmp_path):
+    """(qgis_process.bin, environment) with the plugin enabled in a fresh profile; skips when
+    qgis_process is not installed. PYTHONPATH is dropped: the plugin finds its venv by itself."""
     exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
     if not os.path.exists(exe):
         pytest.skip("qgis_process.bin is not installed")
@@ -320,10 +322,35 @@ def test_qgis_process_runs_the_algorithm(city_inputs, model_path, card, tmp_path
     os.symlink(ROOT, plugins / "urban_functions")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
                XDG_RUNTIME_DIR=str(tmp_path))
-    env.pop("PYTHONPATH", None)  # the plugin must find its venv by itself
+    env.pop("PYTHONPATH", None)
     enable = subprocess.run([exe, "plugins", "enable", "urban_functions"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert enable.returncode == 0, enable.stdout + enable.stderr
+    return exe, env
+
+
+def copied_inputs(paths, folder):
+    """Copies of ``paths`` (a dict) in ``folder``, and a snapshot of the folder (name -> bytes
+    digest) to compare after a run: inputs stay byte-identical and get no sidecar."""
+    folder.mkdir()
+    copies = {}
+    for key, path in paths.items():
+        copies[key] = str(folder / os.path.basename(path))
+        shutil.copy(path, copies[key])
+    return copies, folder_state(folder)
+
+
+def folder_state(folder):
+    import hashlib
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in sorted(os.listdir(folder))}
+
+
+def test_qgis_process_runs_the_algorithm(city_inputs, model_path, card, tmp_path):
+    exe, env = qgis_process_env(tmp_path)
+    # qgis_process checks every parameter before the run; the stock raster check loads the
+    # file as a QGIS layer, and its statistics would land in <input>.aux.xml
+    city_inputs, before = copied_inputs(city_inputs, tmp_path / "inputs")
     out = tmp_path / "cli.tif"
     args = [exe, "--json", "run", ALG, "--"]
     args += [f"{k}={v}" for k, v in _params(city_inputs, model_path, out).items()]
@@ -339,6 +366,7 @@ def test_qgis_process_runs_the_algorithm(city_inputs, model_path, card, tmp_path
     log = payload.get("log", {})
     text = json.dumps(log)
     assert "Area per class" in text
+    assert folder_state(tmp_path / "inputs") == before
 
 
 def test_optional_graph_outputs_are_written_styled_and_loaded(provider, city_inputs, tmp_path):

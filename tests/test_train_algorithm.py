@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from test_processing_algorithm import CollectingFeedback
+from test_processing_algorithm import (CollectingFeedback, copied_inputs, folder_state,
+                                       qgis_process_env)
 
 pytest.importorskip("torch", reason="torch is not installed (training extra)")
 pytestmark = pytest.mark.usefixtures("provider")
@@ -186,6 +187,29 @@ def test_cancel_leaves_no_model(sample_city, tmp_path):
                 "LABEL_FIELD": "function", "EPOCHS": 3, "BLOCK_SIZE": 600,
                 "OUTPUT_MODEL": str(out_dir / "m.onnx")}, feedback)
     assert _files(out_dir) == []
+
+
+def test_qgis_process_trains_with_the_plugins_own_packages(sample_city, tmp_path):
+    """qgis_process embeds Debian's Python, whose sympy is too old for torch: the plugin must
+    take torch's pure-Python dependencies from its venv (while h5py/GDAL stay the system's), and
+    leave the inputs and the label layer untouched."""
+    import subprocess
+    exe, env = qgis_process_env(tmp_path)
+    inputs, _ = copied_inputs({"s2": sample_city.inputs["s2_summer"],
+                                    "ntl": sample_city.inputs["ntl"]}, tmp_path / "inputs")
+    labels = gt_points(sample_city.ground_truth, tmp_path / "inputs" / "points.gpkg", n=500)
+    before = folder_state(tmp_path / "inputs")
+    out = tmp_path / "cli.onnx"
+    run = subprocess.run([exe, "--json", "run", "urbanfunctions:train", "--",
+                          f"S2_SUMMER={inputs['s2']}", f"NTL={inputs['ntl']}", f"LABELS={labels}",
+                          "LABEL_FIELD=function", "EPOCHS=1", "BLOCK_SIZE=600",
+                          f"OUTPUT_MODEL={out}"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(run.stdout[run.stdout.index("{"):])["results"]
+    assert os.path.samefile(results["MODEL"], str(out))
+    assert json.loads(results["METRICS"])["validation"]["cells"] > 0
+    assert folder_state(tmp_path / "inputs") == before
 
 
 def test_unknown_label_value_stops_with_the_list(sample_city, tmp_path):

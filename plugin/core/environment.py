@@ -4,6 +4,7 @@ QGIS and qgis_process embed the system Python, so packages installed into the pr
 (onnxruntime above all) are invisible to them until we add the venv's site-packages ourselves.
 """
 import importlib
+import importlib.machinery
 import os
 import site
 import sys
@@ -29,6 +30,28 @@ def venv_candidates(plugin_root=PLUGIN_ROOT):
     return found
 
 
+# Pure-Python packages torch needs newer than Debian ships (torch 2.13 wants sympy >= 1.13; Debian 12
+# has 1.11, which fails with "cannot import name 'equal_valued'"). These come from the venv even
+# though the venv sits after the system folders on sys.path. Everything else keeps the system copy:
+# a pip h5py or GDAL-linked wheel loaded inside QGIS clashes with the HDF5/GDAL QGIS already loaded.
+PREFER_VENV = ("sympy", "mpmath")
+
+
+class _VenvFirst:
+    """Meta-path finder: the top-level packages in PREFER_VENV resolve from the venv folders.
+
+    Submodules follow their parent's __path__, so only the top level needs redirecting.
+    """
+
+    def __init__(self, folders):
+        self.folders = list(folders)
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in PREFER_VENV:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, self.folders)
+
+
 def add_venv_site_packages(plugin_root=PLUGIN_ROOT):
     """Add matching venv site-packages to sys.path; returns the folders added."""
     added = []
@@ -38,6 +61,12 @@ def add_venv_site_packages(plugin_root=PLUGIN_ROOT):
         if os.path.isdir(sp) and sp not in sys.path:
             site.addsitedir(sp)
             added.append(sp)
+    if added:
+        finder = next((f for f in sys.meta_path if isinstance(f, _VenvFirst)), None)
+        if finder is None:
+            sys.meta_path.insert(0, _VenvFirst(added))
+        else:
+            finder.folders.extend(added)
     return added
 
 

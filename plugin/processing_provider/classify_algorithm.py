@@ -23,7 +23,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -186,12 +185,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             f"{', '.join(MODALITY_LABELS[m] for m in e.card.modalities)})</li>" for e in entries)
         return f"<p>Installed models:</p><ul>{items}</ul>"
 
-    def checkParameterValues(self, parameters, context):
-        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
-
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:
-            self.addParameter(QgsProcessingParameterRasterLayer(
+            self.addParameter(qgis_inputs.RasterFileParameter(
                 param, MODALITY_LABELS[modality], optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.MODEL, "Model (bundled model name or .onnx path; empty = best fit for the inputs)",

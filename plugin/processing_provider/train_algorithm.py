@@ -25,7 +25,6 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -139,12 +138,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "picks it by default for inputs over the area it was trained on.</p>"
             "<p>Needs PyTorch and scikit-learn in the plugin's environment.</p>")
 
-    def checkParameterValues(self, parameters, context):
-        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
-
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:
-            self.addParameter(QgsProcessingParameterRasterLayer(
+            self.addParameter(qgis_inputs.RasterFileParameter(
                 param, MODALITY_LABELS[modality], optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.LABELS, "Labels (polygons or points, any CRS)",

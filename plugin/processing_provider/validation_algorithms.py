@@ -33,7 +33,6 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -170,9 +169,6 @@ class _Base(QgsProcessingAlgorithm):
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
 
-    def checkParameterValues(self, parameters, context):
-        return qgis_inputs.check_parameters_without_loading(self, parameters, context)
-
 
 class CreateValidationPointsAlgorithm(_Base):
     INPUT = "INPUT"
@@ -225,7 +221,7 @@ class CreateValidationPointsAlgorithm(_Base):
             "<p>Nodata pixels are never sampled. 100 million pixels take a few seconds.</p>")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Classified raster"))
+        self.addParameter(qgis_inputs.RasterFileParameter(self.INPUT, "Classified raster"))
         band = QgsProcessingParameterBand(self.BAND, "Class band", 1, self.INPUT, True)
         band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(band)
@@ -377,7 +373,7 @@ class AssessAccuracyAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterField(
             self.REFERENCE_FIELD, "Reference class field", REFERENCE_FIELD, self.POINTS,
             QgsProcessingParameterField.Numeric))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(qgis_inputs.RasterFileParameter(
             self.RASTER, "Classified raster (the map the points were drawn on)"))
         advanced = [
             QgsProcessingParameterBand(self.BAND, "Class band", 1, self.RASTER, True),
@@ -547,7 +543,7 @@ class PlanValidationSampleAlgorithm(_Base):
                 "settings.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Classified raster"))
+        self.addParameter(qgis_inputs.RasterFileParameter(self.INPUT, "Classified raster"))
         band = QgsProcessingParameterBand(self.BAND, "Class band", 1, self.INPUT, True)
         band.setFlags(band.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(band)

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeatureRequest,
     QgsGeometry,
+    QgsProcessingParameterRasterLayer,
     QgsProviderRegistry,
     QgsRasterLayer,
     QgsWkbTypes,
@@ -166,18 +167,26 @@ def processing_raster_inputs(alg, parameters, context, modality_params, labels):
     return inputs
 
 
-def check_parameters_without_loading(alg, parameters, context):
-    """``QgsProcessingAlgorithm.checkParameterValues`` except that a raster parameter given as
-    an existing file path is accepted as it is: the default check loads it as a QGIS layer,
-    which computes statistics and leaves ``<file>.aux.xml`` beside the user's file (inputs are
-    never modified; the engine opens the file read-only with GDAL and says what is wrong)."""
-    from qgis.core import QgsProcessingParameterRasterLayer
-    for definition in alg.parameterDefinitions():
-        value = parameters.get(definition.name())
-        if isinstance(definition, QgsProcessingParameterRasterLayer) and \
-                isinstance(value, str) and os.path.isfile(value):
-            continue
-        if not definition.checkValueIsAcceptable(value, context):
-            return False, f"Incorrect parameter value for {definition.description()}"
-    return True, ""
+class RasterFileParameter(QgsProcessingParameterRasterLayer):
+    """A raster-layer parameter that accepts an existing file path without loading it.
+
+    qgis_process checks every parameter with ``checkValueIsAcceptable`` before the algorithm
+    runs; the stock check opens a path as a QGIS layer, whose statistics GDAL then saves as
+    ``<input>.aux.xml`` beside the user's file. The engine opens the file read-only itself and
+    says what is wrong with it.
+    """
+
+    def checkValueIsAcceptable(self, value, context=None):
+        if isinstance(value, str) and os.path.isfile(value):
+            return True
+        return super().checkValueIsAcceptable(value, context)
+
+    def clone(self):
+        # keep the Python class (the model designer and batch dialog copy parameters)
+        copy = RasterFileParameter(self.name(), self.description(), self.defaultValue(),
+                                   bool(self.flags() & self.FlagOptional))
+        copy.setFlags(self.flags())
+        copy.setHelp(self.help())
+        copy.setMetadata(self.metadata())
+        return copy
 
