@@ -413,3 +413,23 @@ def test_default_model_is_validated_on_real_data(tmp_path, sample_city):
     with pytest.raises(ModelError, match="status 'maybe'"):
         from plugin.core.model_card import parse_card
         parse_card(bad)
+
+
+def test_inputs_a_card_leaves_out_are_not_used(scene, tmp_path):
+    """A user model whose held-out check found the map better without VHR (card
+    ``ignored_inputs``) leaves VHR out, says so, and refuses VHR alone with a clear reason."""
+    card = tiny_card("tiny-ignores-vhr")
+    card["ignored_inputs"] = ["vhr"]
+    model = write_tiny_model(tmp_path / "ignores.onnx", card)
+    said = []
+    with_vhr = run_classification(ClassifyRequest(scene, model, str(tmp_path / "a.tif")),
+                                  log=said.append)
+    without = {m: p for m, p in scene.items() if m != "vhr"}
+    run_classification(ClassifyRequest(without, model, str(tmp_path / "b.tif")))
+    assert np.array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+    assert any("Left out vhr" in m for m in said)
+    assert any("Left out vhr" in m for m in with_vhr.messages)
+    with pytest.raises(InputError, match="leaves out vhr"):
+        run_classification(ClassifyRequest({"vhr": scene["vhr"]}, model,
+                                           str(tmp_path / "c.tif")))
+    assert not os.path.exists(tmp_path / "c.tif")

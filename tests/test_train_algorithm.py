@@ -117,8 +117,18 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
     assert m["split"]["validation_cells"] > 0 and m["split"]["buffer_cells"] >= 20
     assert m["onnx_torch_parity_max_abs_diff"] < 1e-4
     assert json.loads(result["METRICS"])["validation"] == m["validation"]
+    # fused inputs never below the best single input on the held-out blocks: each input group
+    # alone was scored, and classify's own score is at least the best of them
+    check = raw["input_check"]
+    assert set(check) == {"all", "s2", "ntl"}
+    assert m["validation"]["overall_accuracy"] >= max(check.values()) - 0.005
+    best = max(check, key=check.get)
+    assert raw.get("ignored_inputs", []) == ([] if best == "all" else
+                                             [x for x in ("ntl", "s2_summer")
+                                              if not x.startswith(best)])
     html = open(stem + "_report.html", encoding="utf-8").read()
     assert "<svg" in html and "RandomForest baseline" in html and "Labels used" in html
+    assert "Each input on the held-out blocks" in html
     texts = " ".join(feedback.infos)
     assert "Warning: no labels for commercial" in texts
     assert "Warning: few labels" in texts and "water" in texts.split("Warning: few labels")[1]

@@ -171,6 +171,17 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     for path in extra_paths.values():
         check_output_path(path, request.overwrite)
     inputs = {m: p for m, p in request.inputs.items() if p}
+    ignored = [m for m in card.ignored_inputs if m in inputs]
+    if ignored:
+        kept = [m for m in inputs if m not in ignored]
+        if not kept:
+            raise InputError(
+                f"The model {card.name} leaves out {', '.join(ignored)}: on the held-out blocks "
+                "of its training the map was better without it. Give it the other inputs it "
+                f"was trained on ({', '.join(m for m in card.modalities if m not in ignored)}).")
+        say(f"Left out {', '.join(ignored)}: the model's held-out blocks scored better "
+            "without it (see the card's input check).")
+        inputs = {m: inputs[m] for m in kept}
     if request.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     grid = plan_grid(card, inputs, request.extent, request.aoi)

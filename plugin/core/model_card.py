@@ -185,6 +185,12 @@ class ModelCard:
         return bool((self.raw.get("real_data_validation") or {}).get("holds_up", True))
 
     @property
+    def ignored_inputs(self):
+        """Modalities the model accepts but classify leaves out: on the held-out blocks of its
+        training the map was better without them (an input unlike anything it learnt from)."""
+        return tuple(self.raw.get("ignored_inputs") or ())
+
+    @property
     def user_trained(self):
         return self.raw.get("trained_on") == USER_LABELS
 

@@ -132,7 +132,8 @@ def default_model_for(modalities, extra_dirs=(), inputs=None):
     ModelError says how to get a model.
     """
     wanted = set(modalities)
-    entries = [e for e in list_models(extra_dirs) if wanted <= set(e.card.modalities)]
+    entries = [e for e in list_models(extra_dirs) if wanted <= set(e.card.modalities)
+               and wanted - set(e.card.ignored_inputs)]  # it would use none of them
     if not entries:
         raise ModelError(f"No installed model accepts {', '.join(sorted(wanted))} together. "
                          + NO_REAL_MODEL_HELP)

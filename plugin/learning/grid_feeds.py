@@ -5,7 +5,7 @@ same grid the engine plans, so a network trains on exactly what classify feeds i
 co-registration, resampling, scaling, normalisation and nodata handling). Only the inputs the
 user gave are kept; the engine feeds absent ones as zeros with mask 0, and so does training.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +20,12 @@ class GridFeeds:
     arrays: dict          # ONNX input name -> [C, h, w] float32, present inputs only
     mask: np.ndarray      # [M, H, W] float32, the card's mask input (all card inputs)
     present: tuple        # the card input names the user gave, in card order
+    dropped: frozenset = field(default_factory=frozenset)  # input names fed as absent
+
+    def without(self, names):
+        """The same feeds with inputs ``names`` fed as absent (zeros, mask 0), as the engine
+        feeds an input the user did not give; the arrays are shared, not copied."""
+        return replace(self, dropped=frozenset(names))
 
     def ratio(self, name):
         """Input pixels per output cell for input ``name``."""
@@ -33,7 +39,14 @@ class GridFeeds:
             r = self.ratio(name)
             out[name] = arr[:, int(round(row * r)):int(round((row + nrows) * r)),
                             int(round(col * r)):int(round((col + ncols) * r))]
-        return out, self.mask[:, row:row + nrows, col:col + ncols]
+        mask = self.mask[:, row:row + nrows, col:col + ncols]
+        if self.dropped:
+            mask = mask.copy()
+            for k, spec in enumerate(self.card.inputs):
+                if spec.name in self.dropped:
+                    out[spec.name] = np.zeros_like(out[spec.name])
+                    mask[k] = 0
+        return out, mask
 
 
 def read_grid_feeds(card, inputs, grid, aoi=None, tile=256, progress=None, is_cancelled=None):

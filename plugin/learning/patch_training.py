@@ -17,7 +17,6 @@ exported (no choosing of epochs on the held-out cells). A RandomForest on per-ce
 statistics and the untrained base model are scored on the same held-out cells, all through the
 engine's classify for the trained model (:func:`.user_training.finish`).
 """
-import math
 import os
 import tempfile
 import time
@@ -121,7 +120,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
                     progress, is_cancelled, log):
     import torch
     import torch.nn.functional as F
-    from .user_training import end_of_epoch, score
+    from .user_training import end_of_epoch, score, set_learning_rate
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     usable = (train_labels != UNLABELLED) & store.cells
@@ -154,12 +153,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
         for step in range(STEPS_PER_EPOCH):
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no model was written.")
-            # epoch 1 at the base rate (timed), the cosine over the rest: the same schedule
-            # whether the epoch count comes from EPOCHS or from the time limit
-            frac = 0.0 if epoch == 0 or epochs == 1 else \
-                ((epoch - 1) * STEPS_PER_EPOCH + step) / float((epochs - 1) * STEPS_PER_EPOCH)
-            for g, b in zip(opt.param_groups, base_lrs):
-                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
+            set_learning_rate(opt, base_lrs, epoch, step, epochs, STEPS_PER_EPOCH)
             # class-balanced: a class drawn uniformly, then one of its cells
             ks = classes[gen.integers(len(classes), size=BATCH)]
             idx = np.array([by_class[int(k)][gen.integers(by_class[int(k)].size)] for k in ks])

@@ -122,6 +122,7 @@ def report_html(card):
     if worse:
         parts.append('<div class="warn"><b>The trained model does not hold up</b>: '
                      f'{_e(", ".join(worse))} scores higher on the same held-out cells.</div>')
+    parts.append(input_check_html(card))
     parts.append("<p class=\"muted\">These cells are labels, not a probability sample: check "
                  "the map with new sampling points (Create validation points, Assess map "
                  "accuracy) before trusting it.</p>")
@@ -151,6 +152,22 @@ def report_html(card):
     return "\n".join(parts)
 
 
+def input_check_html(card):
+    """The held-out OA with all inputs and with each alone, and what classify leaves out."""
+    check = card.get("input_check")
+    if not check:
+        return ""
+    rows = "".join(f'<tr><td class="l">{_e("All inputs" if k == "all" else k + " alone")}</td>'
+                   f"<td>{v:.3f}</td></tr>" for k, v in check.items())
+    out = ("<h2>Each input on the held-out blocks</h2><table><tr><th class=\"l\">Inputs</th>"
+           f"<th>Overall accuracy</th></tr>{rows}</table>")
+    if card.get("ignored_inputs"):
+        out += ('<div class="warn">classify leaves out '
+                f'{_e(", ".join(card["ignored_inputs"]))} with this model: the held-out blocks '
+                "scored better without it.</div>")
+    return out
+
+
 def card_markdown(card):
     m = card["metrics"]
     lines = [f"# {card['title']}", "", f"**Name:** `{card['name']}`  **Trained on:** "
@@ -164,6 +181,14 @@ def card_markdown(card):
         lines.append(f"| {label} | {s['overall_accuracy']:.3f} | {s['macro_f1']:.3f} | "
                      f"{s['kappa']:.3f} | " + " | ".join("" if v is None else f"{v:.3f}"
                                                         for v in f1) + " |")
+    if card.get("input_check"):
+        lines += ["", "## Each input on the held-out blocks", "",
+                  "| Inputs | OA |", "|---|---:|"]
+        lines += [f"| {'All inputs' if k == 'all' else k + ' alone'} | {v:.3f} |"
+                  for k, v in card["input_check"].items()]
+        if card.get("ignored_inputs"):
+            lines += ["", f"classify leaves out {', '.join(card['ignored_inputs'])}: the "
+                      "held-out blocks scored better without it."]
     lines += ["", "## Limitations", "", card["limitations"], "",
               "## Base model", "", "```json", json.dumps(card["base_model"], indent=1), "```", "",
               "## Labels", "", "```json", json.dumps(card["labels"], indent=1), "```", "",

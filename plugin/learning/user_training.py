@@ -318,9 +318,7 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
         for step in range(STEPS_PER_EPOCH):
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no model was written.")
-            frac = (epoch * STEPS_PER_EPOCH + step) / float(epochs * STEPS_PER_EPOCH)
-            for g, b in zip(opt.param_groups, base_lrs):
-                g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
+            set_learning_rate(opt, base_lrs, epoch, step, epochs)
             xs, valid, target = batches.sample(BATCH, CROP)
             if groups_given >= 2:
                 valid = modality_dropout(valid, 0.25, gen)
@@ -344,6 +342,58 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
         epochs = end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses,
                               score(val_labels, pred), t0, MAX_EPOCHS, log, progress)
     return history
+
+
+def input_groups(card):
+    """{group: [card input names]}: VHR, night light, Sentinel-2 (its seasons together) and the
+    temporal signature, the inputs a user gives or leaves out."""
+    groups = {}
+    for spec in card.inputs:
+        groups.setdefault("s2" if spec.modality.startswith("s2_") else spec.modality,
+                          []).append(spec)
+    return groups
+
+
+def check_inputs(model, feeds, validation, device, margin, say):
+    """Fused inputs must never score below the best single input: with two or more input
+    groups, score the trained network on the held-out blocks with all of them and with each
+    group alone. When a single group beats them all, the others are left out at classify
+    (card ``ignored_inputs``). Returns ({"all" or group: held-out OA}, ignored modalities).
+
+    The choice is made on the blocks the card reports, so the reported figure for the chosen
+    inputs is slightly optimistic; the choice is among at most five options.
+    """
+    groups = input_groups(feeds.card)
+    if len(groups) < 2:
+        return {}, []
+    where = validation != UNLABELLED
+    present = feeds.present
+    scores = {"all": score(validation, predict(model, feeds, present, device, where=where,
+                                               margin=margin))["overall_accuracy"]}
+    for group, specs in groups.items():
+        others = [s.name for g, ss in groups.items() if g != group for s in ss]
+        pred = predict(model, feeds.without(others), present, device, where=where,
+                       margin=margin)
+        scores[group] = score(validation, pred)["overall_accuracy"]
+    best = max(scores, key=lambda k: (scores[k], k == "all"))
+    say("Held-out OA by input: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + ".")
+    if best == "all":
+        return scores, []
+    ignored = sorted(s.modality for g, ss in groups.items() if g != best for s in ss)
+    say(f"Warning: {best} alone scores better on the held-out blocks than all inputs "
+        f"together ({scores[best]:.3f} against {scores['all']:.3f}): classify will leave out "
+        f"{', '.join(ignored)} with this model.")
+    return scores, ignored
+
+
+def set_learning_rate(opt, base_lrs, epoch, step, epochs, steps=STEPS_PER_EPOCH):
+    """Epoch 1 (``epoch`` 0) at the base rate, as it is timed; then a cosine to 0 over the other
+    epochs. The schedule is the same whether the epoch count comes from EPOCHS or from the time
+    limit, so EPOCHS=N reproduces a run that chose N itself."""
+    frac = 0.0 if epoch == 0 or epochs == 1 else \
+        ((epoch - 1) * steps + step) / float((epochs - 1) * steps)
+    for g, b in zip(opt.param_groups, base_lrs):
+        g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 def end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses, s, t0, max_epochs,
@@ -572,6 +622,8 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                             request.epochs, budget, device, request.seed, weights,
                             stage(0.12, 0.85), is_cancelled, say, margin=receptive)
     train_seconds = time.perf_counter() - t_train
+    outer_progress(0.85, "Checking each input on the held-out blocks")
+    input_check, ignored = check_inputs(model, feeds, split.validation, device, receptive, say)
     model = model.cpu().eval()
 
     tmp = tempfile.mkdtemp(prefix="urban_functions_train_")
@@ -588,6 +640,10 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         card_dict = _user_card(raw, base, base_path, mode, name, request, labelset, class_map,
                                ras, split, grid, inputs, history, train_seconds, device,
                                config, receptive)
+        if input_check:
+            card_dict["input_check"] = input_check
+        if ignored:
+            card_dict["ignored_inputs"] = ignored
         return finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons,
                       history, t_start, say, outer_progress, is_cancelled, messages)
     finally:
@@ -788,7 +844,8 @@ def _user_card(raw, base, base_path, mode, name, request, labelset, class_map, r
     card["training"] = {
         "seed": request.seed, "mode": mode, "epochs": len(history),
         "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": CROP,
-        "optimizer": f"AdamW, lr {LR[SCRATCH if mode == SCRATCH else 'fine-tune']} cosine"
+        "optimizer": f"AdamW, lr {LR[SCRATCH if mode == SCRATCH else 'fine-tune']}: epoch 1 "
+                     "at that rate, cosine to 0 over the others"
                      + (f", pretrained trunks x{VHR_LR_MULT}" if "vhr" in inputs_used or
                         mode == "so2sat" else ""),
         "loss": ("weighted CE + Dice + Focal (class weights 1/sqrt(count)); with two or more "
