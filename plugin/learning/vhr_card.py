@@ -5,10 +5,10 @@ from .card import _fmt, _value, markdown_architecture_and_data, markdown_head
 
 NAME = "vhr-scenes-resnet"
 VERSION = "1.0.0"
-TITLE = "VHR functional zones (scene ResNet; AID, UC Merced, RSSCN7)"
+TITLE = "VHR functional zones (scene ResNet; {names})"
 SUMMARY = ("RGB aerial/satellite imagery only: the {side:g} m window ({px} px at {gsd:g} m) "
            "around each {cell:g} m cell is classified into the 8 urban functions; trained from "
-           "scratch on 12,573 real scene images (AID, UC Merced, RSSCN7).")
+           "scratch on {images} real scene images ({names}).")
 LICENCE = "GPL-2.0-or-later"
 INPUT_NAME = "vhr"
 OUTPUT_NAME = "probs"
@@ -59,17 +59,34 @@ def window(patch_px, stride_px):
     return [lo, lo + patch_px - 1]
 
 
+DATASET_NAMES = {"AID": "AID", "UCM": "UC Merced", "RSSCN7": "RSSCN7"}
+
+
+def trained_sources(data):
+    """(datasets, "AID, UC Merced, ..." , images as text) of the sources in ``data`` (the card's
+    data section; all three when it does not list them: a model trained with --sources names
+    only its own)."""
+    listed = (data or {}).get("sources") or []
+    datasets = [s["dataset"] for s in listed] or [s["dataset"] for s in SOURCES]
+    images = sum(int(s.get("images") or 0) for s in listed)
+    names = ", ".join(DATASET_NAMES.get(d, d) for d in datasets)
+    return datasets, names, (f"{images:,}" if images else "the")
+
+
 def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px=16, gsd_m=2.0,
                training=None, metrics=None, architecture=None, data=None):
     """The full card dict (validated with ``parse_card``)."""
     cell = stride_px * gsd_m
     side = patch_px * gsd_m
+    datasets, names, images = trained_sources(data)
+    sources = [s for s in SOURCES if s["dataset"] in datasets]
     card = {
         "schema": SCHEMA,
         "name": NAME,
         "version": VERSION,
-        "title": TITLE,
-        "summary": SUMMARY.format(side=side, px=patch_px, gsd=gsd_m, cell=cell),
+        "title": TITLE.format(names=names),
+        "summary": SUMMARY.format(side=side, px=patch_px, gsd=gsd_m, cell=cell, names=names,
+                                  images=images),
         "task": "patch_classification",
         "classes": class_table(),
         "inputs": [input_spec(mean, std, gsd_m)],
@@ -95,12 +112,13 @@ def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px
         "limitations": (
             f"Scene classifier: one class per {cell:g} m cell from a {side:g} m window, so "
             "boundaries are blurred by about half a window and mixed neighbourhoods get their "
-            "dominant look. Trained on scene-classification benchmarks (AID, UC Merced, RSSCN7: "
+            f"dominant look. Trained on scene-classification benchmarks ({names}: "
             "mostly North American, European and Chinese cities, Google Earth and USGS imagery); "
             "the function of a building is inferred from appearance only (a school or a church "
             "looks like its surroundings), so commercial and public services are the least "
-            "reliable classes. Validation figures are for held-out images of the same three "
-            "datasets; the cross-source runs show how much accuracy drops on imagery from "
+            "reliable classes. Validation figures are for held-out images of the same "
+            + {1: "dataset", 2: "two datasets"}.get(len(datasets), "three datasets")
+            + "; the cross-source runs show how much accuracy drops on imagery from "
             "another source. RGB only (no NIR); 8-bit input expected."),
         "architecture": architecture or {},
         "training": training or {},
@@ -114,12 +132,12 @@ def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px
             "the 8 function classes (mapping in the data folder's README). The images "
             "themselves are not distributed with the plugin; the train/validation split is "
             "(plugin/learning/vhr_split.csv)."),
-        "data_licences": {s["dataset"]: s["licence"] for s in SOURCES},
+        "data_licences": {s["dataset"]: s["licence"] for s in sources},
         "authors": "Urban Functions contributors",
         "citation": ("Urban Functions QGIS plugin, VHR scene ResNet model. Training data: "
-                     + " ".join(f"[{s['dataset']}] {s['citation']}." for s in SOURCES)),
+                     + " ".join(f"[{s['dataset']}] {s['citation']}." for s in sources)),
     }
-    card["real_data_validation"] = real_data_validation(metrics or {})
+    card["real_data_validation"] = real_data_validation(metrics or {}, names)
     parse_card(card)
     return card
 
@@ -225,15 +243,15 @@ def card_markdown(card):
     return "\n".join(lines)
 
 
-def real_data_validation(metrics):
+def real_data_validation(metrics, names="AID, UC Merced, RSSCN7"):
     """The card's statement on real data, from the measured validation metrics."""
     val = metrics.get("validation") or {}
     runs = (metrics.get("cross_source") or {}).get("runs") or {}
     cross = [r.get("overall_accuracy") for r in runs.values() if r.get("overall_accuracy")]
-    summary = "real scene images (AID, UC Merced, RSSCN7)"
+    summary = f"real scene images ({names})"
     if val:
-        summary = (f"{val.get('images', '?')} held-out real scene images (AID, UC Merced, "
-                   f"RSSCN7): OA {val['overall_accuracy']:.3f}, macro F1 {val['macro_f1']:.3f}")
+        summary = (f"{val.get('images', '?')} held-out real scene images ({names}): "
+                   f"OA {val['overall_accuracy']:.3f}, macro F1 {val['macro_f1']:.3f}")
     level = metrics.get("map_level") or {}
     chosen = (level.get("runs") or {}).get(f"{level.get('chosen_gsd_m', 0):g} m")
     if chosen:
@@ -243,7 +261,8 @@ def real_data_validation(metrics):
         summary += (f"; on an image source it never saw: OA {min(cross):.2f}-{max(cross):.2f} "
                     "(expect lower accuracy on your city; adapt it to your labels)")
     return {"status": "validated", "summary": summary,
-            "data": "held-out split of AID, UC Merced and RSSCN7 scene images; cross-source runs",
+            "data": f"held-out split of the {names} scene images"
+                    + ("; cross-source runs" if cross else ""),
             "figures": {"validation_overall_accuracy": val.get("overall_accuracy"),
                         "map_overall_accuracy": chosen["overall_accuracy"] if chosen else None,
                         "validation_macro_f1": val.get("macro_f1"),
