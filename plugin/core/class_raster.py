@@ -5,6 +5,8 @@ names and overviews, and only then is renamed onto the target. Until ``commit`` 
 under the target name; ``discard`` removes every trace.
 """
 import os
+import re
+import sys
 import tempfile
 
 import numpy as np
@@ -19,19 +21,124 @@ CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=D
                     "BIGTIFF=IF_SAFER"]
 
 
-def check_output_path(path, overwrite):
-    """Fail early, before any work, when the output cannot be written."""
+def check_output_path(path, overwrite, inputs=()):
+    """Fail early, before any work, when the output cannot be written. An input is never
+    written over, whatever ``overwrite`` says."""
     if not path:
         raise OutputError("No output file was given.")
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
         raise OutputError(f"The output folder {folder!r} does not exist.")
+    for source in inputs:
+        if same_file(path, source):
+            raise OutputError(f"{path!r} is one of the inputs; an input is never overwritten. "
+                              "Choose another output name.")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"The output folder {folder!r} is not writable.")
     if os.path.exists(path) and not overwrite:
-        raise OutputError(f"{path!r} already exists; choose another name or allow overwriting.")
+        raise OutputError(f"{path!r} already exists; choose another name or allow overwriting "
+                          "(OVERWRITE=true in Processing).")
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name the same file (links and case folding included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def check_geotiff_path(path):
     if not path.lower().endswith((".tif", ".tiff")):
         raise OutputError(f"{path!r}: the output must be a GeoTIFF (.tif).")
+
+
+# --- partial files -------------------------------------------------------------------------
+# A file being written is hidden beside its target as .<name>.<pid>-<random>.partial<ext>; the
+# pid lets a later run recognise the partial file of a run that was killed (SIGKILL, a crash,
+# power loss: nothing can clean up then) and remove it, while a run still writing keeps its own.
+_PARTIAL = re.compile(r"^(\d+)-[^.]+\.partial")
+
+
+def partial_file(path, suffix):
+    """A new, empty hidden partial file beside ``path`` (0666 minus the umask, as a plain file
+    would be; mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-",
+                               suffix=".partial" + suffix, dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return tmp
+
+
+def _pid_alive(pid):
+    if os.name == "nt":  # os.kill would terminate it; keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(path, say=None):
+    """Remove partial files of ``path`` left by runs that no longer exist; returns their names."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _PARTIAL.match(name[len(prefix):]) if name.startswith(prefix) else None
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
+    if removed and say:
+        say(f"Removed {len(removed)} partial file(s) beside {os.path.basename(path)} left by an "
+            f"interrupted run: {', '.join(sorted(removed))}.")
+    return removed
+
+
+def publish(tmp, path, overwrite):
+    """Move ``tmp`` onto ``path`` in one step. Without ``overwrite`` the move never replaces a
+    file, even one that appeared while this run was working (a second run writing the same
+    output): that run's file is kept and this one is refused."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails when the target exists
+    except FileExistsError as exc:
+        raise OutputError(f"{path!r} appeared while this run was writing it (another run with "
+                          "the same output?); it was left as it is.") from exc
+    except OSError:  # a file system without hard links (FAT, some shares)
+        if os.path.exists(path):
+            raise OutputError(f"{path!r} appeared while this run was writing it (another run "
+                              "with the same output?); it was left as it is.")
+        os.replace(tmp, path)
+        return
+    os.remove(tmp)
+
+
+def _quiet_close(obj, attr):
+    """Set ``obj.attr`` (a GDAL dataset) to None and return the errors its closing raised: GDAL
+    reports a failed final write (a full disk) only from the dataset's destructor, where Python
+    would print and ignore it."""
+    errors = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: errors.append(u.exc_value)
+    try:
+        setattr(obj, attr, None)
+    finally:
+        sys.unraisablehook = hook
+    return errors
 
 
 def _umask():
@@ -45,15 +152,16 @@ def _hex_to_rgba(color):
 
 
 class AtomicGeoTiff:
-    """A tiled, compressed GeoTIFF written under a temporary name beside its target."""
+    """A tiled, compressed GeoTIFF written under a hidden partial name beside its target.
+
+    ``finish`` closes it and reads it back (a full disk must never publish a damaged map),
+    ``publish`` moves it onto the target, ``discard`` removes every trace and never raises.
+    """
 
     def __init__(self, path, grid, bands, data_type, description=""):
         self.path = os.path.abspath(path)
-        fd, self.tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                             suffix=".partial.tif",
-                                             dir=os.path.dirname(self.path))
-        os.close(fd)
-        os.chmod(self.tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared files
+        self.ds = None
+        self.tmp_path = partial_file(self.path, ".tif")
         try:
             drv = gdal.GetDriverByName("GTiff")
             self.ds = drv.Create(self.tmp_path, grid.width, grid.height, bands, data_type,
@@ -66,37 +174,85 @@ class AtomicGeoTiff:
         except Exception as exc:
             self.discard()
             raise OutputError(f"Cannot create {path!r}: {exc}") from exc
+        self.size = (grid.width, grid.height, bands)
+        self.geotransform = tuple(grid.geotransform)
 
     def _setup(self):
         """Band metadata of the subclass."""
 
+    def _check_band(self, index, band, data):
+        """Subclass check of band ``index`` read back (``data``: the whole band)."""
+
     overview_resampling = "NEAREST"
 
-    def commit(self, build_overviews=True):
-        """Finish the file and move it onto the target name in one rename."""
-        if build_overviews and min(self.ds.RasterXSize, self.ds.RasterYSize) > 512:
-            self.ds.BuildOverviews(self.overview_resampling, [2, 4, 8, 16])
-        self.ds.FlushCache()
-        self.ds = None
-        # GTiff keeps category names in the PAM sidecar: publish it first, the raster last
-        aux = self.tmp_path + ".aux.xml"
-        if os.path.exists(aux):
-            os.replace(aux, self.path + ".aux.xml")
-        elif os.path.exists(self.path + ".aux.xml"):
-            os.remove(self.path + ".aux.xml")  # a stale sidecar of an overwritten output
+    def write(self, band, array, row):
         try:
-            os.replace(self.tmp_path, self.path)
+            self.ds.GetRasterBand(band).WriteArray(array, 0, row)
+        except RuntimeError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc):
+        return OutputError(f"Cannot write {self.path!r}: {str(exc).rstrip('.')}. Nothing was "
+                           "written under that name; free some space or choose another folder.")
+
+    def finish(self, build_overviews=True):
+        """Overviews, flush, close; then read the file back whole. Raises OutputError."""
+        try:
+            if build_overviews and min(self.ds.RasterXSize, self.ds.RasterYSize) > 512:
+                self.ds.BuildOverviews(self.overview_resampling, [2, 4, 8, 16])
+            self.ds.FlushCache()
+        except RuntimeError as exc:
+            raise self._failed(exc) from exc
+        errors = _quiet_close(self, "ds")
+        if errors:
+            raise self._failed(errors[0])
+        try:
+            ds = gdal.OpenEx(self.tmp_path, gdal.OF_RASTER | gdal.OF_READONLY)
+            if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != self.size:
+                raise RuntimeError("the file read back has the wrong size.")
+            # (this also loads the PAM sidecar: GTiff reads category names only after it)
+            if not np.allclose(ds.GetGeoTransform(), self.geotransform, rtol=1e-12, atol=0):
+                raise RuntimeError("the file read back has the wrong georeferencing.")
+            for i in range(1, ds.RasterCount + 1):
+                band = ds.GetRasterBand(i)
+                self._check_band(i, band, band.ReadAsArray())
+            ds = None
+        except RuntimeError as exc:
+            raise self._failed(f"reading it back failed ({exc})") from exc
+
+    def publish(self, overwrite=True):
+        """Move the finished file onto its target (its PAM sidecar first: GTiff keeps category
+        names there). Returns the path."""
+        aux = self.tmp_path + ".aux.xml"
+        try:
+            publish(self.tmp_path, self.path, overwrite)
         except OSError as exc:  # e.g. Windows: the old output is open in QGIS
             self.discard()
             raise OutputError(f"Cannot replace {self.path!r} ({exc.strerror}); remove its layer "
                               "from the project or choose another output name.") from exc
+        except OutputError:
+            self.discard()
+            raise
+        if os.path.exists(aux):
+            os.replace(aux, self.path + ".aux.xml")
+        elif os.path.exists(self.path + ".aux.xml"):
+            os.remove(self.path + ".aux.xml")  # a stale sidecar of an overwritten output
         return self.path
 
+    def commit(self, build_overviews=True, overwrite=True):
+        self.finish(build_overviews)
+        return self.publish(overwrite)
+
     def discard(self):
-        self.ds = None
+        if self.ds is not None:
+            _quiet_close(self, "ds")
         for p in (self.tmp_path, self.tmp_path + ".ovr", self.tmp_path + ".aux.xml"):
-            if os.path.exists(p):
+            try:
                 os.remove(p)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass  # nothing more can be done; a later run removes it (pid in the name)
 
 
 class ClassRasterWriter(AtomicGeoTiff):
@@ -136,10 +292,21 @@ class ClassRasterWriter(AtomicGeoTiff):
         idx = np.argmax(probs, axis=0)
         cls = np.where(valid, self.codes[idx], NODATA).astype(np.uint8)
         self.counts += np.bincount(idx[valid].ravel(), minlength=len(self.codes))
-        self.ds.GetRasterBand(1).WriteArray(cls, 0, row)
+        self.write(1, cls, row)
         if self.ds.RasterCount > 1:
             conf = np.clip(np.round(probs.max(axis=0) * 100), 1, 100).astype(np.uint8)
-            self.ds.GetRasterBand(2).WriteArray(np.where(valid, conf, NODATA), 0, row)
+            self.write(2, np.where(valid, conf, NODATA), row)
+
+    def _check_band(self, index, band, data):
+        if index != 1:
+            return
+        found = np.bincount(data.ravel(), minlength=256)[self.codes]
+        if not np.array_equal(found, self.counts):
+            raise RuntimeError("the class counts read back differ from those written.")
+        names = band.GetCategoryNames() or []
+        if any(len(names) <= c or names[c] != cl.label for c, cl in zip(self.codes, self.classes)):
+            raise RuntimeError("the class names were not saved (its .aux.xml could not be "
+                               "written).")
 
 
 class ValueRasterWriter(AtomicGeoTiff):
@@ -158,19 +325,31 @@ class ValueRasterWriter(AtomicGeoTiff):
 
     def write_rows(self, row, values, valid):
         for i in range(values.shape[0]):
-            self.ds.GetRasterBand(i + 1).WriteArray(
-                np.where(valid, values[i], np.nan).astype(np.float32), 0, row)
+            self.write(i + 1, np.where(valid, values[i], np.nan).astype(np.float32), row)
 
 
-def write_json_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    os.chmod(tmp, 0o666 & ~_umask())
+def stage_text(path, text):
+    """``text`` written and synced to a hidden partial file beside ``path``; returns its path."""
+    tmp = partial_file(path, os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"Cannot write {path!r}: {exc.strerror}. Nothing was written "
+                              "under that name.") from exc
         raise
+    return tmp
+
+
+def write_json_atomic(path, text, overwrite=True):
+    tmp = stage_text(path, text)
+    try:
+        publish(tmp, path, overwrite)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -13,8 +13,9 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from . import manifest as run_manifest
-from .class_raster import (ClassRasterWriter, ValueRasterWriter, check_output_path,
-                           write_json_atomic)
+from .class_raster import (ClassRasterWriter, ValueRasterWriter, check_geotiff_path,
+                           check_output_path, publish, remove_stale_partials,
+                           stage_text)
 from .errors import Cancelled, InputError, ModelError
 from .feeds import FeedReader
 from .grid import plan_grid
@@ -68,6 +69,13 @@ class ClassifyResult:
 
 def manifest_path_for(output_path):
     return os.path.splitext(output_path)[0] + ".manifest.json"
+
+
+def side_files(output_path):
+    """Files written beside the class map: the run manifest, and the QGIS style (.qml) that
+    the plugin saves as the map's default style. Never replaced unless overwriting is asked."""
+    stem = os.path.splitext(output_path)[0]
+    return [stem + ".manifest.json", stem + ".qml"]
 
 
 def extra_output_paths(request, card):
@@ -163,14 +171,19 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     progress = progress or (lambda fraction, message: None)
     is_cancelled = is_cancelled or (lambda: False)
-    check_output_path(request.output_path, request.overwrite)
+    inputs = {m: p for m, p in request.inputs.items() if p}
+    protected = list(inputs.values()) + ([request.model_path] if request.model_path else [])
+    check_output_path(request.output_path, request.overwrite, protected)
+    check_geotiff_path(request.output_path)
     if not request.model_path or not os.path.isfile(request.model_path):
         raise ModelError(f"Model file not found: {request.model_path!r}.")
     card = read_card(request.model_path)
     extra_paths = extra_output_paths(request, card)
-    for path in extra_paths.values():
-        check_output_path(path, request.overwrite)
-    inputs = {m: p for m, p in request.inputs.items() if p}
+    for path in list(extra_paths.values()) + side_files(request.output_path):
+        check_output_path(path, request.overwrite, protected)
+    for path in [request.output_path] + list(extra_paths.values()) + \
+            [manifest_path_for(request.output_path)]:
+        remove_stale_partials(path, say)
     ignored = [m for m in card.ignored_inputs if m in inputs]
     if ignored:
         kept = [m for m in inputs if m not in ignored]
@@ -263,6 +276,11 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 timings["write_s"] += time.perf_counter() - t
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
+            if not writer.counts.any():
+                raise InputError(
+                    "No cell of the map has data from any input (all nodata, an extent or area "
+                    "of interest that misses the data, or inputs smaller than one "
+                    f"{grid.cell:g} m cell): nothing was written.")
             if patch_task:
                 timings["patches"] = reader.patches_classified
             progress(1.0, "Writing overviews")
@@ -274,20 +292,29 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, tile, overlap, total,
                                       timings, seconds, areas, messages, extra_paths)
+            # everything is finished and read back before anything is published, so a full
+            # disk or a failed extra output leaves no file under any final name
+            for extra, _ in extras.values():
+                extra.finish()
+            writer.finish()
+            staged_manifest = stage_text(mpath, text)
             published = []
             try:
                 while extras:  # beside files first: the class map appearing means the run is done
                     _, (extra, _) = extras.popitem()
-                    published.append(extra.commit())
-                writer.commit()
+                    published.append(extra.publish(request.overwrite))
+                published.append(writer.publish(request.overwrite))
                 writer = None
+                publish(staged_manifest, mpath, request.overwrite)
             except BaseException:
                 for path in published:
                     for p in (path, path + ".aux.xml"):
                         if os.path.exists(p):
                             os.remove(p)
                 raise
-            write_json_atomic(mpath, text)
+            finally:
+                if os.path.exists(staged_manifest):
+                    os.remove(staged_manifest)
             timings["write_s"] += time.perf_counter() - t
     except BaseException:
         for extra, _ in extras.values():

@@ -3,6 +3,8 @@
 Nothing is loaded whole: GDAL warps only the window asked for. Each VRT carries an alpha band
 (``dstAlpha``) so source nodata and areas outside the source become "invalid" uniformly.
 """
+import os
+
 import numpy as np
 from osgeo import gdal, ogr, osr
 
@@ -13,32 +15,109 @@ gdal.UseExceptions()
 
 # band names a raster may carry (description or colour interpretation) for each card band name
 BAND_ALIASES = {
-    "red": ("red", "r", "b4", "band 1"),
-    "green": ("green", "g", "b3"),
-    "blue": ("blue", "b", "b2"),
-    "nir": ("nir", "b8", "near infrared", "nearinfrared"),
+    "red": ("red", "r"),
+    "green": ("green", "g"),
+    "blue": ("blue", "b"),
+    "nir": ("nir", "near infrared", "nearinfrared"),
 }
 # a float raster with no declared nodata often marks it with NaN (e.g. clipped VIIRS composites)
 FLOAT_TYPES = ("float32", "float64")
+# how much coarser than the card's resolution an input may be before it is refused: a 10 m
+# Sentinel-2 stack in the VHR slot (1 m) is not VHR imagery (night light is coarse by nature)
+MAX_COARSER = {"vhr": 4.0, "s2": 3.0}
+
+
+def _band_key(name):
+    """'B02', 'b2', 'Band 2 (B2)'... -> 'b2'; colour names as they are."""
+    name = name.strip().lower()
+    for token in name.replace("(", " ").replace(")", " ").replace("-", " ").split():
+        if len(token) >= 2 and token[0] == "b" and token[1:].rstrip("a").isdigit():
+            digits = token[1:].rstrip("a")
+            return "b" + str(int(digits)) + ("a" if token.endswith("a") else "")
+    return name
+
+
+def _is_band_id(name):
+    key = _band_key(name)
+    return key in {a for v in BAND_ALIASES.values() for a in v} or (
+        key[:1] == "b" and key[1:].rstrip("a").isdigit())
+
+
+def _matches(have, want):
+    return _band_key(have) in (_band_key(want),) + BAND_ALIASES.get(want, ())
 
 
 def select_bands(info, spec):
-    """1-based band indices of ``info`` for the card's ``spec.bands``, or a clear InputError."""
+    """1-based band indices of ``info`` for the card's ``spec.bands``, or a clear InputError.
+
+    Band names (descriptions, else colour interpretations) are used when the raster has them:
+    bands in another order are reordered (and said), bands that contradict the card are refused.
+    Unnamed bands are taken in file order when their count matches.
+    """
     want = [b.lower() for b in spec.bands]
-    if info.band_count == len(want):
-        return list(range(1, len(want) + 1))
+    # only names that identify a band (colours, Sentinel-2 band ids) can contradict the card;
+    # others ("avg_rad", "layer_1") say nothing about order
+    named = [n for n in info.band_names if _is_band_id(n)]
     picked = []
     for name in want:
-        aliases = BAND_ALIASES.get(name, (name,))
-        idx = [i + 1 for i, have in enumerate(info.band_names) if have in aliases or have == name]
-        if len(idx) != 1:
-            raise InputError(
-                f"{spec.label}: {info.path!r} has {info.band_count} bands "
-                f"({', '.join(info.band_names) or 'unnamed'}); the model needs {len(want)} "
-                f"({', '.join(spec.bands)}) and band '{name}' cannot be identified. Provide a "
-                f"raster with exactly these bands in this order.")
-        picked.append(idx[0])
-    return picked
+        idx = [i + 1 for i, have in enumerate(info.band_names) if _matches(have, name)]
+        picked.append(idx[0] if len(idx) == 1 else None)
+    if None not in picked and len(set(picked)) == len(picked):
+        return picked
+    listing = ", ".join(info.band_names) or "unnamed"
+    if info.band_count == len(want) and not named:
+        return list(range(1, len(want) + 1))
+    if info.band_count == len(want):
+        raise InputError(
+            f"{spec.label}: the bands of {info.path!r} are named {listing}, which does not match "
+            f"what the model needs ({', '.join(spec.bands)}). Is this the right layer for "
+            f"{spec.label}? Provide a raster with exactly these bands, or clear the band "
+            "descriptions if the names are wrong.")
+    raise InputError(
+        f"{spec.label}: {info.path!r} has {info.band_count} bands ({listing}); the model needs "
+        f"{len(want)} ({', '.join(spec.bands)}) and they cannot all be identified by name. "
+        "Provide a raster with exactly these bands in this order.")
+
+
+def read_source(src, *window):
+    """``src.read(*window)``, with GDAL's read errors (a truncated or damaged file) turned into
+    a message that names the layer."""
+    try:
+        return src.read(*window)
+    except RuntimeError as exc:
+        raise InputError(f"{src.spec.label}: cannot read {src.info.path!r} ({exc}). The file "
+                         "may be truncated or damaged: open it in QGIS, or check it with "
+                         "gdalinfo -checksum.") from exc
+
+
+def band_order_note(info, spec, bands):
+    if bands == list(range(1, len(bands) + 1)):
+        return None
+    return (f"{spec.label}: bands {', '.join(str(b) for b in bands)} of "
+            f"{os.path.basename(info.path)} are read as {', '.join(spec.bands)} (from their names).")
+
+
+def pixel_size_m(info):
+    """The input's pixel size in metres (approximate for geographic CRSs)."""
+    srs = srs_from_wkt(info.crs_wkt)
+    px = min(info.pixel_size)
+    if srs.IsGeographic():
+        return px * 111320.0
+    return px * (srs.GetLinearUnits() or 1.0)
+
+
+def check_plausible(info, spec):
+    """Refuse an input whose pixels are far coarser than the modality's resolution."""
+    group = "s2" if spec.modality.startswith("s2_") else spec.modality
+    limit = MAX_COARSER.get(group)
+    if limit is None:
+        return
+    size = pixel_size_m(info)
+    if size > limit * spec.gsd_m:
+        raise InputError(
+            f"{spec.label}: {info.path!r} has {size:.3g} m pixels; the model reads this input at "
+            f"{spec.gsd_m:g} m and accepts up to {limit * spec.gsd_m:g} m. Is this the right "
+            f"layer for {spec.label}?")
 
 
 def normalize(x, spec, own_stats=None):
@@ -87,6 +166,7 @@ class ModalitySource:
         if self.info.dtype.startswith("c"):
             raise InputError(f"{spec.label}: {path!r} holds complex numbers ({self.info.dtype}); "
                              "provide real-valued imagery.")
+        check_plausible(self.info, spec)
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
@@ -108,7 +188,7 @@ class ModalitySource:
             raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
         self._src = src  # keep the band-selection VRT alive as long as the warped VRT
         self._nb = len(self.bands)
-        self.notes = []
+        self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
         self._own_stats = None
         if spec.dtype == "uint8" and self.info.dtype != "uint8":
             # imagery of another bit depth (11/12/16-bit, float): the card's 8-bit statistics
@@ -241,7 +321,7 @@ class FeedReader(InputSet):
                 feed[spec.name] = np.zeros((1, spec.band_count, h, w), np.float32)
                 masks.append(np.zeros((nrows, ncols), bool))
                 continue
-            x, valid = src.read(win)
+            x, valid = read_source(src, win)
             feed[spec.name] = x[None]
             masks.append(resize_mask(valid, (nrows, ncols)))
         mask = np.stack(masks).astype(np.float32)

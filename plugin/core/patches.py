@@ -12,7 +12,8 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
-from .feeds import FLOAT_TYPES, InputSet, band_statistics, normalize, select_bands
+from .feeds import (FLOAT_TYPES, InputSet, band_order_note, band_statistics, check_plausible,
+                    normalize, read_source, select_bands)
 from .rasters import inspect_raster, srs_from_wkt
 
 gdal.UseExceptions()
@@ -40,6 +41,7 @@ class PatchSource:
         self.info = inspect_raster(path, spec.label)
         if self.info.dtype.startswith("c"):
             raise InputError(f"{spec.label}: {path!r} holds complex numbers; provide real values.")
+        check_plausible(self.info, spec)
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
@@ -47,7 +49,7 @@ class PatchSource:
         if nodata is None and self.info.dtype in FLOAT_TYPES:
             nodata = float("nan")
         self.nodata = nodata
-        self.notes = []
+        self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
         offset = _aligned(self.info, self.grid)
         if offset is not None:
             self.ds, self.offset = src, offset
@@ -137,7 +139,7 @@ class PatchReader(InputSet):
         any_valid = np.zeros((nrows, ncols), bool)
         aoi = self.aoi.read(self.grid.window(col, row, ncols, nrows)) if self.aoi else None
         for modality, src in self.sources.items():
-            x, valid, inside = src.read(x0, y0, w, h)
+            x, valid, inside = read_source(src, x0, y0, w, h)
             # a cell is classified when any pixel of its own stride x stride block is real data:
             # its patch is then mostly real pixels (as the original pipelines classify edge cells)
             block = (valid & inside)[-p.window_lo:-p.window_lo + nrows * s,

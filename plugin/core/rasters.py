@@ -51,10 +51,17 @@ def inspect_raster(path, label="input") -> RasterInfo:
     """Open a raster and describe it; a clear InputError when it cannot be used at all."""
     if not path or not os.path.exists(path):
         raise InputError(f"{label}: file not found: {path!r}.")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise InputError(f"{label}: {path!r} is empty (0 bytes).")
     try:
         ds = gdal.Open(str(path), gdal.GA_ReadOnly)
     except RuntimeError as exc:
-        raise InputError(f"{label}: GDAL cannot open {path!r} as a raster ({exc}).") from exc
+        kind = ("it is not a raster format GDAL knows (is it really a GeoTIFF?)"
+                if "not recognized" in str(exc) else "it may be truncated or damaged")
+        raise InputError(f"{label}: GDAL cannot open {path!r} as a raster: {kind} ({exc}).") \
+            from exc
+    if ds is None:
+        raise InputError(f"{label}: GDAL cannot open {path!r} as a raster.")
     try:
         wkt = ds.GetProjection()
         gt = ds.GetGeoTransform(can_return_null=True)

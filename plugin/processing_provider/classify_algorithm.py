@@ -29,6 +29,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common import qgis_inputs
+from ..qgis_common.termination import sigterm_cancels
 from ..qgis_common.styling import (apply_class_style, apply_derived_style, write_derived_style_sidecar,
                            write_style_sidecar)
 from ..qgis_common.summary import text_summary
@@ -101,6 +102,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
+    OVERWRITE = "OVERWRITE"
     DEVICE = "DEVICE"
     CONFIDENCE = "CONFIDENCE"
     PROBABILITIES = "PROBABILITIES"
@@ -208,6 +210,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         advanced.append(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Batch size (tiles per inference call)",
             QgsProcessingParameterNumber.Integer, 4, False, 1, 256))
+        advanced.append(QgsProcessingParameterBoolean(
+            self.OVERWRITE, "Replace existing output files (the map, its style, manifest and "
+            "extra outputs; an input is never replaced)", defaultValue=False, optional=True))
         advanced.append(QgsProcessingParameterEnum(
             self.DEVICE, "Device", [label for label, _ in DEVICES], False, 0, False))
         advanced.append(QgsProcessingParameterBoolean(
@@ -306,7 +311,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
                 optional_outputs=self.parameterAsBoolean(parameters, self.OPTIONAL_OUTPUTS,
                                                          context),
-                overwrite=True,  # Processing outputs replace existing files
+                overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
             summary = entry.card.validation_summary()
@@ -320,8 +325,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                     last["text"] = message
                     feedback.setProgressText(str(message))
 
-            result = run_classification(request, progress=progress,
-                                        is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
+            with sigterm_cancels(feedback, feedback.pushInfo):
+                result = run_classification(request, progress=progress,
+                                            is_cancelled=feedback.isCanceled,
+                                            log=feedback.pushInfo)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc) or "Cancelled; nothing was written.") from exc
         except UrbanFunctionsError as exc:

@@ -31,6 +31,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITY_LABELS
 from ..qgis_common import qgis_inputs
+from ..qgis_common.termination import sigterm_cancels
 from ..qgis_common.user_models import user_models_dir
 from .classify_algorithm import DEVICES, ICON, MODALITY_PARAMS
 from .lcz_algorithms import GROUP, GROUP_ID
@@ -298,8 +299,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                     last["text"] = message
                     feedback.setProgressText(str(message))
 
-            result = run_training(request, progress=progress, is_cancelled=feedback.isCanceled,
-                                  log=feedback.pushInfo)
+            with sigterm_cancels(feedback, feedback.pushInfo):
+                result = run_training(request, progress=progress,
+                                      is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from exc
         except UrbanFunctionsError as exc:
