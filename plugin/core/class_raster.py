@@ -185,11 +185,17 @@ class AtomicGeoTiff:
 
     overview_resampling = "NEAREST"
 
+    # GDAL errors are re-raised outside their ``except`` block, unchained: their tracebacks
+    # hold the GDAL dataset (in the bindings' frames), which would keep the partial file open
+    # until the exception is gone, and a deleted file open keeps its disk space
     def write(self, band, array, row):
         try:
             self.ds.GetRasterBand(band).WriteArray(array, 0, row)
+            return
         except RuntimeError as exc:
-            raise self._failed(exc) from exc
+            error = self._failed(exc)
+        self.discard()
+        raise error
 
     def _failed(self, exc):
         return OutputError(f"Cannot write {self.path!r}: {str(exc).rstrip('.')}. Nothing was "
@@ -197,28 +203,35 @@ class AtomicGeoTiff:
 
     def finish(self, build_overviews=True):
         """Overviews, flush, close; then read the file back whole. Raises OutputError."""
+        error = None
         try:
             if build_overviews and min(self.ds.RasterXSize, self.ds.RasterYSize) > 512:
                 self.ds.BuildOverviews(self.overview_resampling, [2, 4, 8, 16])
             self.ds.FlushCache()
         except RuntimeError as exc:
-            raise self._failed(exc) from exc
+            error = self._failed(exc)
         errors = _quiet_close(self, "ds")
-        if errors:
-            raise self._failed(errors[0])
+        if error or errors:
+            self.discard()
+            raise error or self._failed(errors[0])
         try:
-            ds = gdal.OpenEx(self.tmp_path, gdal.OF_RASTER | gdal.OF_READONLY)
-            if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != self.size:
-                raise RuntimeError("the file read back has the wrong size.")
-            # (this also loads the PAM sidecar: GTiff reads category names only after it)
-            if not np.allclose(ds.GetGeoTransform(), self.geotransform, rtol=1e-12, atol=0):
-                raise RuntimeError("the file read back has the wrong georeferencing.")
-            for i in range(1, ds.RasterCount + 1):
-                band = ds.GetRasterBand(i)
-                self._check_band(i, band, band.ReadAsArray())
-            ds = None
+            self._read_back()
+            return
         except RuntimeError as exc:
-            raise self._failed(f"reading it back failed ({exc})") from exc
+            error = self._failed(f"reading it back failed ({exc})")
+        self.discard()
+        raise error
+
+    def _read_back(self):
+        ds = gdal.OpenEx(self.tmp_path, gdal.OF_RASTER | gdal.OF_READONLY)
+        if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != self.size:
+            raise RuntimeError("the file read back has the wrong size.")
+        # (this also loads the PAM sidecar: GTiff reads category names only after it)
+        if not np.allclose(ds.GetGeoTransform(), self.geotransform, rtol=1e-12, atol=0):
+            raise RuntimeError("the file read back has the wrong georeferencing.")
+        for i in range(1, ds.RasterCount + 1):
+            band = ds.GetRasterBand(i)
+            self._check_band(i, band, band.ReadAsArray())
 
     def publish(self, overwrite=True):
         """Move the finished file onto its target (its PAM sidecar first: GTiff keeps category

@@ -67,6 +67,53 @@ class ClassifyResult:
     extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
 
 
+MIN_GRID_CELLS = 4   # a map of fewer cells across says nothing (a 1 x 1 pixel input, a sliver)
+
+
+def check_big_enough(card, inputs, grid):
+    """A map needs a few cells across: a 1 x 1 pixel input (or a sliver of an extent) would
+    give a map that says nothing, from a network that classifies each cell from its
+    surroundings."""
+    from .rasters import inspect_raster
+    sizes = [(card.input_for(m).label, inspect_raster(p, card.input_for(m).label))
+             for m, p in inputs.items()]
+    for label, info in sizes:
+        gx = info.width * info.pixel_size[0]
+        gy = info.height * info.pixel_size[1]
+        if info.crs_wkt and srs_is_geographic(info.crs_wkt):
+            gx, gy = gx * 111320.0, gy * 111320.0
+        w, h = int(gx // grid.cell), int(gy // grid.cell)
+        if min(w, h) < MIN_GRID_CELLS:
+            raise InputError(
+                f"{label}: {info.path!r} covers only {max(w, 0)} x {max(h, 0)} cells of "
+                f"{grid.cell:g} m ({info.width} x {info.height} pixels): too small to map (at "
+                f"least {MIN_GRID_CELLS} x {MIN_GRID_CELLS} cells).")
+    if min(grid.width, grid.height) < MIN_GRID_CELLS:
+        raise InputError(
+            f"The area to process is only {grid.width} x {grid.height} cells of {grid.cell:g} m: "
+            f"too small to map (at least {MIN_GRID_CELLS} x {MIN_GRID_CELLS} cells). Check the "
+            "extent or area of interest.")
+
+
+def srs_is_geographic(wkt):
+    from .rasters import srs_from_wkt
+    return bool(srs_from_wkt(wkt).IsGeographic())
+
+
+class TimeLeft:
+    """"; about N s/min left" from the time so far and the fraction done."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def text(self, fraction):
+        elapsed = time.perf_counter() - self.t0
+        if fraction <= 0.01 or elapsed < 2.0:
+            return ""
+        left = elapsed * (1.0 - fraction) / fraction
+        return f"; about {left:.0f} s left" if left < 90 else f"; about {left / 60:.0f} min left"
+
+
 def manifest_path_for(output_path):
     return os.path.splitext(output_path)[0] + ".manifest.json"
 
@@ -198,6 +245,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     if request.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     grid = plan_grid(card, inputs, request.extent, request.aoi)
+    check_big_enough(card, inputs, grid)
     tile, overlap = resolve_tiling(card, grid, request.tile_size, request.overlap, say)
     patch_task = card.patch is not None
     if patch_task and overlap:
@@ -219,6 +267,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     writer = None
     extras = {}
+    eta = TimeLeft()
     try:
         reader_class = PatchReader if patch_task else FeedReader
         with reader_class(card, inputs, grid, request.aoi) as reader:
@@ -254,8 +303,14 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                         # same result) are not classified again
                         fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
                         t = time.perf_counter()
+                        def on_chunk(k, of, done=done):
+                            if is_cancelled():
+                                raise Cancelled("Cancelled by the user; no output was written.")
+                            progress((done + k / max(of, 1)) / total,
+                                     f"Tile {done + 1} of {total}: {k} of {of} cells"
+                                     + eta.text((done + k / max(of, 1)) / total))
                         probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size,
-                                             only=fresh)
+                                             only=fresh, on_chunk=on_chunk)
                         timings["infer_s"] += time.perf_counter() - t
                         acc.add(probs, weights * fresh, col, row, valid)
                     else:
@@ -264,7 +319,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                         _infer(session, card, batch, acc, weights, row, timings, graph_accs)
                         batch = []
                     done += 1
-                    progress(done / total, f"Tile {done} of {total}")
+                    progress(done / total, f"Tile {done} of {total}" + eta.text(done / total))
                 next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
                 t = time.perf_counter()
                 first, probs, valid = acc.flush_until(next_row)

@@ -53,15 +53,36 @@ def list_models(extra_dirs=(), errors=None):
 
 
 def find_model(name_or_path, extra_dirs=()):
-    """A model by card name or by file path."""
+    """A model by card name or by file path. A file of that name that cannot be loaded is
+    named with its reason, never reported as missing."""
     if name_or_path and os.path.isfile(name_or_path):
         return ModelEntry(os.path.abspath(name_or_path), cached_card(name_or_path), False)
-    entries = list_models(extra_dirs)
+    broken = []
+    entries = list_models(extra_dirs, errors=broken)
     for e in entries:
         if name_or_path in (e.card.name, os.path.splitext(os.path.basename(e.path))[0]):
             return e
-    raise ModelError(f"No model named {name_or_path!r}; installed: "
-                     f"{', '.join(e.card.name for e in entries) or 'none'}.")
+    for path, reason in broken_models(extra_dirs):
+        if name_or_path == os.path.splitext(os.path.basename(path))[0]:
+            raise ModelError(f"The model {name_or_path!r} ({path}) cannot be loaded: {reason}")
+    listing = ", ".join(e.card.name for e in entries) or "none"
+    unreadable = "".join(f" Cannot be loaded: {os.path.basename(p)} ({r})."
+                         for p, r in broken_models(extra_dirs))
+    raise ModelError(f"No model named {name_or_path!r}; installed: {listing}.{unreadable}")
+
+
+def broken_models(extra_dirs=()):
+    """[(path, reason)] of the .onnx files in the model folders that cannot be loaded."""
+    found = []
+    for folder in model_dirs(extra_dirs):
+        for path in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
+            try:
+                cached_card(path)
+            except ModelError as exc:
+                found.append((path, str(exc).replace(f"Cannot open model {path}: ", "")))
+            except OSError as exc:
+                found.append((path, exc.strerror or str(exc)))
+    return found
 
 
 SAMPLE_CITY_TAG = "SAMPLE_CITY_SEED"   # GDAL metadata our sample-city generator writes
@@ -132,6 +153,11 @@ def default_model_for(modalities, extra_dirs=(), inputs=None):
     ModelError says how to get a model.
     """
     wanted = set(modalities)
+    if inputs:
+        # an unreadable input is the problem to report, not the absence of a model for it
+        from .rasters import inspect_raster
+        for modality, path in inputs.items():
+            inspect_raster(path, modality)
     entries = [e for e in list_models(extra_dirs) if wanted <= set(e.card.modalities)
                and wanted - set(e.card.ignored_inputs)]  # it would use none of them
     if not entries:

@@ -8,6 +8,8 @@ read directly, with no resampling at all; otherwise it is warped onto the grid o
 Several inputs feeding the same ONNX input (e.g. seasons) are classified separately and their
 probabilities averaged per cell over the inputs that have data there.
 """
+import time
+
 import numpy as np
 from osgeo import gdal
 
@@ -127,6 +129,7 @@ class PatchReader(InputSet):
     def __init__(self, card, inputs, grid, aoi=None):
         self.patch = card.patch
         self.patches_classified = 0   # over all inputs and tiles (reported in the timings)
+        self._chunk = None            # patches per inference call once a call took too long
         super().__init__(card, inputs, grid, aoi)
 
     def read(self, col, row, ncols, nrows):
@@ -151,14 +154,21 @@ class PatchReader(InputSet):
             any_valid |= cells
         return windows, any_valid
 
-    def infer(self, session, windows, nrows, ncols, chunk=256, only=None):
+    def infer(self, session, windows, nrows, ncols, chunk=256, only=None, on_chunk=None,
+              chunk_seconds=0.5):
         """Class probabilities [C, nrows, ncols]: each input's patches classified, then averaged
         over the inputs that have data in the cell. ``only`` ([nrows, ncols] bool): classify
-        just these cells (the others stay 0)."""
+        just these cells (the others stay 0). ``on_chunk(done, of)`` is called after each chunk
+        of patches (cancel checks and progress); chunks shrink so that one takes about
+        ``chunk_seconds`` (a big CNN on a slow CPU must not hold cancel back for a minute)."""
         p = self.patch
         s = p.stride_px
         total = np.zeros((len(self.card.classes), nrows, ncols), np.float32)
         count = np.zeros((nrows, ncols), np.float32)
+        todo = sum(int(np.count_nonzero(c if only is None else c & only))
+                   for _, c in windows.values())
+        done = 0
+        size = min(chunk, self._chunk or 16)  # start small: the first call is timed
         for x, cells in windows.values():
             idx = np.flatnonzero(cells if only is None else cells & only)
             if idx.size == 0:
@@ -168,10 +178,21 @@ class PatchReader(InputSet):
                                                            axis=(1, 2))[:, ::s, ::s]
             rr, cc = np.unravel_index(idx, cells.shape)
             probs = np.empty((idx.size, len(self.card.classes)), np.float32)
-            for k in range(0, idx.size, chunk):
-                sl = slice(k, k + chunk)
+            k = 0
+            while k < idx.size:
+                sl = slice(k, k + size)
                 batch = np.ascontiguousarray(view[:, rr[sl], cc[sl]].transpose(1, 0, 2, 3))
+                t = time.perf_counter()
                 probs[sl] = session.run(self.card.output.name, {p.input: batch})
+                took = time.perf_counter() - t
+                n = batch.shape[0]
+                k += n
+                done += n
+                # about chunk_seconds per call, between 8 and ``chunk`` patches (kept for the
+                # next tiles)
+                size = self._chunk = int(min(chunk, max(8, n * chunk_seconds / max(took, 1e-3))))
+                if on_chunk:
+                    on_chunk(done, todo)
             total[:, rr, cc] += probs.T
             count[rr, cc] += 1
         return total / np.maximum(count, 1)

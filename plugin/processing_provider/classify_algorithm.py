@@ -176,16 +176,23 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             from ..core.environment import missing_dependencies
             if missing_dependencies():
                 return ""
-            from ..qgis_common.user_models import list_models
+            from ..core.models import broken_models
+            from ..qgis_common.user_models import list_models, model_dirs_for_qgis
             entries = list_models()
+            broken = broken_models(model_dirs_for_qgis())
         except Exception:
             return ""
-        if not entries:
-            return "<p>No model is installed.</p>"
         items = "".join(
             f"<li><b>{e.card.name}</b>: {e.card.summary} (inputs: "
             f"{', '.join(MODALITY_LABELS[m] for m in e.card.modalities)})</li>" for e in entries)
+        items += "".join(f"<li><b>{os.path.basename(p)}</b>: cannot be loaded ({r})</li>"
+                         for p, r in broken)
+        if not items:
+            return "<p>No model is installed.</p>"
         return f"<p>Installed models:</p><ul>{items}</ul>"
+
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameter_values(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:

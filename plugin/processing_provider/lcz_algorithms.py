@@ -88,6 +88,9 @@ class ImportSo2SatAlgorithm(QgsProcessingAlgorithm):
             f"cite:</p><ul>{cites}</ul>"
             "<p>Needs the Python packages h5py, onnx and onnxruntime.</p>")
 
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameter_values(self, parameters, context)
+
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
             self.H5, "So2Sat weights file (Keras .h5)",

@@ -139,6 +139,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "picks it by default for inputs over the area it was trained on.</p>"
             "<p>Needs PyTorch and scikit-learn in the plugin's environment.</p>")
 
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameter_values(self, parameters, context)
+
     def initAlgorithm(self, config=None):
         for param, modality in MODALITY_PARAMS:
             self.addParameter(qgis_inputs.RasterFileParameter(

@@ -169,6 +169,9 @@ class _Base(QgsProcessingAlgorithm):
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
 
+    def checkParameterValues(self, parameters, context):
+        return qgis_inputs.check_parameter_values(self, parameters, context)
+
 
 class CreateValidationPointsAlgorithm(_Base):
     INPUT = "INPUT"
@@ -378,7 +381,8 @@ class AssessAccuracyAlgorithm(_Base):
         advanced = [
             QgsProcessingParameterBand(self.BAND, "Class band", 1, self.RASTER, True),
             QgsProcessingParameterField(
-                self.MAP_FIELD, "Map class field (empty = read from the raster)", "map_class",
+                self.MAP_FIELD, "Map class field, compared with the raster (the class is always "
+                "read from the raster; empty = no comparison)", "map_class",
                 self.POINTS, QgsProcessingParameterField.Numeric, optional=True),
             QgsProcessingParameterField(
                 self.STRATUM_FIELD, "Stratum field (empty = the map class)", "stratum",
@@ -431,6 +435,7 @@ class AssessAccuracyAlgorithm(_Base):
             feedback.pushInfo(f"No field {missing_st!r}: strata are the map classes.")
 
         xs, ys, refs, maps, strata = [], [], [], [], []
+        texts = set()
         for f in source.getFeatures():
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled.")
@@ -440,11 +445,21 @@ class AssessAccuracyAlgorithm(_Base):
             pt = g.asPoint() if not g.isMultipart() else g.asMultiPoint()[0]
             xs.append(pt.x())
             ys.append(pt.y())
-            refs.append(_number(f[ref_field]))
+            raw = f[ref_field]
+            refs.append(_number(raw))
+            if refs[-1] is None and raw is not None and not (
+                    isinstance(raw, QVariant) and raw.isNull()) and str(raw).strip():
+                texts.add(str(raw))
             maps.append(_number(f[map_field]) if map_field else None)
             strata.append(_number(f[stratum_field]) if stratum_field else None)
         if not xs:
             raise QgsProcessingException("The points layer holds no point.")
+        if texts:
+            shown = ", ".join(repr(t) for t in sorted(texts)[:5])
+            raise QgsProcessingException(
+                f"The reference field {ref_field!r} holds text ({shown}"
+                f"{', ...' if len(texts) > 5 else ''}); it must hold the map's class codes "
+                "(1 residential ... 8 agricultural/undeveloped, as the labelling dock writes).")
         feedback.setProgress(10)
         try:
             counts = count_classes(path, band, progress=lambda p: feedback.setProgress(10 + 80 * p),

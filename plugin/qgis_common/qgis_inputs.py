@@ -190,3 +190,33 @@ class RasterFileParameter(QgsProcessingParameterRasterLayer):
         copy.setMetadata(self.metadata())
         return copy
 
+
+
+def check_parameter_values(alg, parameters, context):
+    """``checkParameterValues`` whose refusal names the parameter and what it accepts (the
+    stock message, "Incorrect parameter value", gives neither)."""
+    from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterNumber
+    for definition in alg.parameterDefinitions():
+        value = parameters.get(definition.name())
+        if definition.checkValueIsAcceptable(value, context):
+            continue
+        message = (f"Incorrect value for {definition.description()} ({definition.name()}): "
+                   f"{value!r}.")
+        if isinstance(definition, QgsProcessingParameterNumber):
+            integer = definition.dataType() == QgsProcessingParameterNumber.Integer
+            lo, hi = definition.minimum(), definition.maximum()
+
+            def fmt(v):
+                return f"{int(v)}" if integer else f"{v:g}"
+            kind = "a whole number" if integer else "a number"
+            if hi < 1e300:
+                message += f" Give {kind} from {fmt(lo)} to {fmt(hi)}."
+            else:
+                message += f" Give {kind} of at least {fmt(lo)}."
+        elif isinstance(definition, QgsProcessingParameterEnum):
+            options = ", ".join(f"{i} ({o})" for i, o in enumerate(definition.options()))
+            message += f" Choose one of {options}."
+        elif value is None or value == "":
+            message += " This parameter is required."
+        return False, message
+    return True, ""

@@ -27,34 +27,62 @@ def assess_points(x, y, reference, raster_path, map_class=None, stratum=None, po
                   band=1, design="", metadata=None, counts=None):
     """Assessment of labelled points against the map ``raster_path`` (gives the strata sizes).
 
-    ``map_class``: per point, or None to read it from the raster; ``stratum``: per point, or None
-    (= map class). Points falling outside the map or on nodata are left out with a warning.
+    The map class is always read from the raster at each point: points outside the map or on
+    nodata are left out (counted in the warnings; all of them outside is an error). A
+    ``map_class`` given per point (e.g. the attribute Create validation points wrote) is only
+    compared with the raster: disagreements are counted in a warning, the raster wins.
+    ``stratum``: per point, or None (= map class). Reference values must be classes of the map.
     """
     counts = counts or count_classes(raster_path, band)
     info = counts.info
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    if map_class is None or all(v is None for v in map_class):
-        map_class = map_classes_at(raster_path, x, y, points_crs_wkt, band)
-    map_class = list(map_class)
-    keep = [i for i, v in enumerate(map_class) if v is not None]
+    from_raster = list(map_classes_at(raster_path, x, y, points_crs_wkt, band))
+    keep = [i for i, v in enumerate(from_raster) if v is not None]
     warnings = []
-    if len(keep) < len(map_class):
-        warnings.append(f"{len(map_class) - len(keep)} point(s) outside the map or on nodata "
+    if not keep:
+        raise ValidationError(
+            f"None of the {len(from_raster)} point(s) lies on the map {raster_path!r} (all are "
+            "outside it or on nodata). Are the points and the map of the same place, and is the "
+            "points layer's CRS right?")
+    if len(keep) < len(from_raster):
+        warnings.append(f"{len(from_raster) - len(keep)} point(s) outside the map or on nodata "
                         "were left out.")
+    _check_reference_codes([reference[i] for i in keep], info, counts)
+    if map_class is not None and not all(v is None for v in map_class):
+        differ = sum(1 for i in keep if map_class[i] is not None and
+                     int(round(float(map_class[i]))) != from_raster[i])
+        if differ:
+            warnings.append(f"{differ} point(s) carry a map class that differs from the map at "
+                            "their place (was the map changed since the points were drawn?); the "
+                            "map's class is used.")
     st = None
     if stratum is not None and not all(v is None for v in stratum):
-        st = [stratum[i] if stratum[i] is not None else map_class[i] for i in keep]
-    a = assess([map_class[i] for i in keep], [reference[i] for i in keep], counts.totals,
+        st = [stratum[i] if stratum[i] is not None else from_raster[i] for i in keep]
+    refs = [reference[i] for i in keep]
+    a = assess([from_raster[i] for i in keep], refs, counts.totals,
                strata=st, pixel_area_m2=info.pixel_area_m2,
-               labels={c: info.label(c) for c in set(counts.totals) | _codes(reference)},
-               colors={c: info.color(c) for c in set(counts.totals) | _codes(reference)},
+               labels={c: info.label(c) for c in set(counts.totals) | _codes(refs)},
+               colors={c: info.color(c) for c in set(counts.totals) | _codes(refs)},
                design=design, metadata=metadata)
     a.warnings[:0] = warnings
     if info.pixel_area_m2 is None:
         a.warnings.append("The map's CRS is not projected: areas are given as shares of the map "
                           "only.")
     return a
+
+
+def _check_reference_codes(refs, info, counts):
+    """Reference values must be classes of the map (its named categories, else the classes
+    it shows): anything else is a typo or another legend, never "class 99"."""
+    known = set(info.labels) or set(counts.totals)
+    bad = sorted({int(round(float(v))) for v in refs
+                  if v is not None and int(round(float(v))) not in known})
+    if bad:
+        classes = ", ".join(f"{c} {info.label(c)}" for c in sorted(known))
+        raise ValidationError(
+            f"Reference value(s) {', '.join(map(str, bad))} are not classes of this map "
+            f"(its classes: {classes}). Correct the reference field.")
 
 
 def _codes(values):
