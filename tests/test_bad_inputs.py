@@ -459,3 +459,42 @@ def test_bands_named_in_another_order_are_reordered(ws, out, tmp_path):
     ra, rb = gdal.Open(a["OUTPUT"]), gdal.Open(b["OUTPUT"])
     assert np.array_equal(ra.ReadAsArray(), rb.ReadAsArray())
     assert any("bands 3, 2, 1" in m for m in fb.infos)
+
+
+def test_cancel_acts_inside_a_tile_of_the_scene_model(ws, out):
+    """Cancel is checked (and progress reported, with the cells done) after every small chunk
+    of patches, not only between tiles: a big CNN on a slow CPU once held cancel back 68 s."""
+    import processing
+    from qgis.core import QgsProcessingException
+    feedback = CollectingFeedback()
+    feedback.progressChanged.connect(
+        lambda v: feedback.cancel() if any(" cells" in t for t in feedback.texts) else None)
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run(C, {"VHR": ws.vhr, "MODEL": "vhr-scenes-resnet",
+                           "OUTPUT": str(out / "map.tif")}, feedback=feedback)
+    assert "cancel" in str(err.value).lower()
+    within = [t for t in feedback.texts if t.startswith("Tile 1 of") and " cells" in t]
+    assert within, feedback.texts
+    # it stopped within the first tile
+    assert not any(t.startswith("Tile 2 of") for t in feedback.texts)
+    check_untouched(ws, out)
+
+
+def test_vrt_input_in_a_read_only_folder_is_left_as_it_is(ws, out, tmp_path):
+    """A VRT is not rewritten with statistics, and a read-only input folder gives no GDAL
+    warning about saving auxiliary information (nothing is saved beside inputs)."""
+    import processing
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    vrt = str(folder / "s2.vrt")
+    gdal.Translate(vrt, ws.s2, format="VRT")
+    before = folder_state(folder)
+    os.chmod(folder, 0o555)
+    try:
+        feedback = CollectingFeedback()
+        processing.run(C, classify(ws, out, S2_SUMMER=vrt), feedback=feedback)
+    finally:
+        os.chmod(folder, 0o755)
+    assert folder_state(folder) == before
+    assert not any("auxiliary" in m.lower() for m in feedback.infos)
+    assert (out / "map.tif").exists()
