@@ -293,6 +293,57 @@ def test_labelling_dock_saves_each_label(provider, rasters, tmp_path, iface):
         QgsProject.instance().removeMapLayer(layer.id())
 
 
+def test_labelling_dock_arrows_undo_unknown_key_and_hidden_map(provider, rasters, tmp_path,
+                                                               iface):
+    """Left/right step through the points, Ctrl+Z undoes the last label, a key without a class
+    says so, and the classified map is hidden while the panel is open (restored after)."""
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    from plugin.gui.labelling_dock import LabellingDock
+    from plugin.qgis_common.styling import PROP_KIND
+
+    gpkg = tmp_path / "keys.gpkg"
+    _create(rasters, gpkg, SAMPLE_SIZE=6, MIN_PER_STRATUM=0, ALLOCATION=1)
+    layer = QgsVectorLayer(str(gpkg), "points", "ogr")
+    themap = QgsRasterLayer(rasters["map"], "the map")
+    themap.setCustomProperty(PROP_KIND, "classes")
+    QgsProject.instance().addMapLayers([layer, themap])
+    node = QgsProject.instance().layerTreeRoot().findLayer(themap.id())
+    assert node.isVisible()
+    dock = LabellingDock(iface, iface.mainWindow())
+    shortcut = {sc.key().toString(): sc for sc in dock.shortcuts}
+    try:
+        dock._on_visibility(True)                      # the panel is shown
+        assert not node.isVisible()
+        dock.set_layer(layer)
+        assert dock.index == 0
+        shortcut["Right"].activated.emit()
+        assert dock.index == 1
+        shortcut["Left"].activated.emit()
+        assert dock.index == 0
+        first = dock.current_fid
+        dock.label_current(3, advance=True)
+        second = dock.current_fid
+        dock.label_current(2, advance=True)
+        assert dock.progress() == (2, 6)
+        shortcut["Ctrl+Z"].activated.emit()            # the 2 on the second point is undone
+        assert dock.current_fid == second and dock.progress() == (1, 6)
+        shortcut["Ctrl+Z"].activated.emit()
+        assert dock.current_fid == first and dock.progress() == (0, 6)
+        ds = ogr.Open(str(gpkg))
+        assert all(f.IsFieldNull("ref_class") for f in ds.GetLayer(0))
+        ds = None
+        dock._on_key(9)                                # 4 classes: key 9 means nothing
+        assert "Key 9 has no class" in dock.point_label.text()
+        assert dock.progress() == (0, 6)
+        dock._on_visibility(False)                     # the panel is closed
+        assert node.isVisible()
+    finally:
+        dock.cleanup()
+        dock.deleteLater()
+        QgsProject.instance().removeMapLayers([layer.id(), themap.id()])
+
+
 def test_assess_own_points_in_another_crs_without_map_fields(provider, rasters, tmp_path):
     """A memory layer in EPSG:4326 with just a reference field: map classes come from the raster
     (coordinates transformed), strata are the map classes (post-stratified)."""

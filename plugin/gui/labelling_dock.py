@@ -1,7 +1,9 @@
 """Dock panel to label validation points by eye: one point at a time, one click (or key) per label.
 
 Pick the points layer and its reference field; the panel zooms the map canvas to each point at
-the chosen scale and marks it, and offers a button per class (keys 1-9 too). The classes come from
+the chosen scale and marks it, and offers a button per class (keys 1-9 too; left/right arrows
+step through the points, Ctrl+Z undoes the last label). While the panel is open the classified
+maps are hidden, so that points are labelled from the imagery, not from the map being judged. The classes come from
 the field's drop-down (the ValueMap that *Create validation points* sets), else from the category
 names of a chosen classified raster, else from the plugin's eight classes. Every label is saved to
 the layer's file immediately (start editing / change value / commit), so nothing is lost if QGIS
@@ -97,6 +99,8 @@ class LabellingDock(QgsDockWidget):
         self.class_buttons = []
         self.shortcuts = []
         self.choices = []
+        self.undo_stack = []   # (fid, value before) of the labels given, last last
+        self.hidden_maps = []  # layer ids of the classified maps hidden while labelling
         self._build()
         self._install_shortcuts()
         self.visibilityChanged.connect(self._on_visibility)
@@ -159,7 +163,9 @@ class LabellingDock(QgsDockWidget):
         self.clear_button.clicked.connect(lambda: self.label_current(None))
         lay.addWidget(self.clear_button)
         hint = QLabel("Keys 1-9 label the point (with the map or this panel focused) and move to "
-                      "the next unlabelled one.")
+                      "the next unlabelled one; left/right arrows step through the points; "
+                      "Ctrl+Z undoes the last label. Classified maps are hidden while this "
+                      "panel is open.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: gray")
         lay.addWidget(hint)
@@ -171,10 +177,12 @@ class LabellingDock(QgsDockWidget):
         if self.canvas is not None:
             targets.append((self.canvas, Qt.WidgetShortcut))
         for widget, context in targets:
-            for k in range(1, 10):
-                sc = QShortcut(QKeySequence(str(k)), widget)
+            keys = [(str(k), lambda k=k: self._on_key(k)) for k in range(1, 10)]
+            keys += [("Right", self.next), ("Left", self.previous), ("Ctrl+Z", self.undo)]
+            for key, slot in keys:
+                sc = QShortcut(QKeySequence(key), widget)
                 sc.setContext(context)
-                sc.activated.connect(lambda k=k: self._on_key(k))
+                sc.activated.connect(slot)
                 self.shortcuts.append(sc)
 
     def _on_visibility(self, visible):
@@ -182,10 +190,40 @@ class LabellingDock(QgsDockWidget):
             sc.setEnabled(bool(visible))
         if self.marker is not None:
             self.marker.setVisible(bool(visible))
+        if visible:
+            self.hide_maps()
+        else:
+            self.restore_maps()
 
     def _on_key(self, k):
         if 1 <= k <= len(self.choices):
             self.label_current(self.choices[k - 1][0], advance=True)
+        else:
+            self._message(f"Key {k} has no class: keys 1-{min(len(self.choices), 9)} are "
+                          f"{', '.join(label for _, label in self.choices[:9])}.")
+
+    def hide_maps(self):
+        """Hide the classified maps (and their derived outputs) in the layer tree; returns the
+        ids hidden. Labels must come from the imagery, not from the map being judged."""
+        from ..qgis_common.styling import PROP_KIND
+        root = QgsProject.instance().layerTreeRoot()
+        for layer in QgsProject.instance().mapLayers().values():
+            if layer.customProperty(PROP_KIND) not in ("classes", "fraction", "weights"):
+                continue
+            node = root.findLayer(layer.id())
+            if node is not None and node.isVisible() and layer.id() not in self.hidden_maps:
+                node.setItemVisibilityChecked(False)
+                self.hidden_maps.append(layer.id())
+        return list(self.hidden_maps)
+
+    def restore_maps(self):
+        """Show again the maps :meth:`hide_maps` hid (those still in the project)."""
+        root = QgsProject.instance().layerTreeRoot()
+        for layer_id in self.hidden_maps:
+            node = root.findLayer(layer_id)
+            if node is not None:
+                node.setItemVisibilityChecked(True)
+        self.hidden_maps = []
 
     # layer / field ----------------------------------------------------------------------------
     def set_layer(self, layer):
@@ -358,7 +396,18 @@ class LabellingDock(QgsDockWidget):
         self.canvas.refresh()
 
     # labelling --------------------------------------------------------------------------------
-    def label_current(self, code, advance=False):
+    def undo(self):
+        """Give the last labelled point its previous value back and go to it."""
+        if not self.undo_stack:
+            self._message("Nothing to undo.", info=True)
+            return False
+        fid, before = self.undo_stack.pop()
+        if fid not in self.fids:
+            return False
+        self.go_to(self.fids.index(fid))
+        return self.label_current(None if before is None else int(before), undoing=True)
+
+    def label_current(self, code, advance=False, undoing=False):
         """Save ``code`` (None clears) as the current point's reference class, at once.
 
         With ``advance`` the panel then moves to the next unlabelled point. Returns True if saved.
@@ -384,6 +433,8 @@ class LabellingDock(QgsDockWidget):
                 layer.rollBack()
             self._message(f"The label could not be saved: {errors}")
             return False
+        if not undoing:
+            self.undo_stack.append((fid, before))
         if before is None and code is not None:
             self.labelled += 1
         elif before is not None and code is None:
@@ -437,7 +488,9 @@ class LabellingDock(QgsDockWidget):
 
     # clean-up ---------------------------------------------------------------------------------
     def cleanup(self):
-        """Remove the canvas marker and shortcuts (call before deleting the dock)."""
+        """Remove the canvas marker and shortcuts and show the hidden maps again (call before
+        deleting the dock)."""
+        self.restore_maps()
         for sc in self.shortcuts:
             sc.setEnabled(False)
             sc.deleteLater()
