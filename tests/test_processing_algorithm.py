@@ -420,3 +420,21 @@ def test_input_files_get_no_sidecar(provider, city_inputs, model_path, tmp_path)
                    feedback=CollectingFeedback())
     assert out.exists()
     assert sorted(os.listdir(src)) == before
+
+
+def test_every_algorithm_links_its_readme_section_and_classify_lists_every_input(provider):
+    from plugin.processing_provider.help_links import README, SECTIONS
+    algorithms = provider.algorithms()
+    assert {a.name() for a in algorithms} <= set(SECTIONS)
+    for alg in algorithms:
+        assert alg.helpUrl() == README + SECTIONS[alg.name()]
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().lower()
+    for section in set(SECTIONS.values()):
+        # the GitHub anchor of a README heading
+        heading = section.replace("-", " ")
+        assert any(heading == "".join(ch for ch in line.lstrip("#").strip().lower()
+                                      if ch.isalnum() or ch in " -").replace("-", " ")
+                   for line in readme.splitlines() if line.startswith("#")), section
+    classify = next(a for a in algorithms if a.name() == "classify")
+    for param in ("VHR", "NTL", "S2_SPRING", "S2_WINTER", "TEMPORAL"):
+        assert param in classify.shortHelpString()

@@ -29,6 +29,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common import qgis_inputs
+from .help_links import help_url
 from ..qgis_common.termination import sigterm_cancels
 from ..qgis_common.styling import (apply_class_style, apply_derived_style, write_derived_style_sidecar,
                            write_style_sidecar)
@@ -37,7 +38,7 @@ from ..qgis_common.summary import text_summary
 ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "resources", "icons", "urban_functions.svg")
 
-# parameter name per modality: VHR, NTL, S2_SPRING, S2_SUMMER, S2_AUTUMN, S2_WINTER
+# parameter name per modality: VHR, NTL, S2_SPRING, S2_SUMMER, S2_AUTUMN, S2_WINTER, TEMPORAL
 MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
 DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
 
@@ -120,6 +121,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     def name(self):
         return "classify"
 
+    def helpUrl(self):
+        return help_url(self.name())
+
     def displayName(self):
         return "Classify urban functions"
 
@@ -147,9 +151,11 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         return (
             "Maps urban functions (residential, commercial, industrial, transportation, public "
             "services, green space, water, agricultural/undeveloped) with a bundled neural network."
-            "<p><b>Inputs</b>: any of VHR imagery, night-time light and Sentinel-2 spring/summer/"
-            "autumn/winter rasters (files readable by GDAL, any CRS); at least one is needed and "
-            "the model must accept each one given.</p>"
+            "<p><b>Inputs</b>: any of VHR imagery (VHR), night-time light (NTL), Sentinel-2 "
+            "spring/summer/autumn/winter rasters (S2_SPRING ... S2_WINTER) and a temporal "
+            "signature (TEMPORAL: one band per date, e.g. monthly night light) — files readable "
+            "by GDAL, any CRS; at least one is needed and the model must accept each one given. "
+            "Bands are matched by their names when they have them.</p>"
             "<p><b>Model</b>: the name of an installed model or the path to an .onnx file. Leave "
             "it empty to pick the installed model that fits the given inputs best.</p>"
             f"{models}"

@@ -21,6 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ..qgis_common import qgis_inputs
+from .help_links import help_url
 from ..qgis_common.user_models import user_models_dir
 
 GROUP = "Models"
@@ -43,6 +44,9 @@ class ImportSo2SatAlgorithm(QgsProcessingAlgorithm):
 
     def name(self):
         return "importso2sat"
+
+    def helpUrl(self):
+        return help_url(self.name())
 
     def displayName(self):
         return "Import So2Sat LCZ weights"

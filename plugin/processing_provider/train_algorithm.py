@@ -31,6 +31,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.model_card import MODALITY_LABELS
 from ..qgis_common import qgis_inputs
+from .help_links import help_url
 from ..qgis_common.termination import sigterm_cancels
 from ..qgis_common.user_models import user_models_dir
 from .classify_algorithm import DEVICES, ICON, MODALITY_PARAMS
@@ -86,6 +87,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
 
     def name(self):
         return "train"
+
+    def helpUrl(self):
+        return help_url(self.name())
 
     def displayName(self):
         return "Train a model on your labels"

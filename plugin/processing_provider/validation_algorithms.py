@@ -40,6 +40,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..qgis_common import qgis_inputs
+from .help_links import help_url
 
 GROUP = "Validation"
 GROUP_ID = "validation"
@@ -168,6 +169,9 @@ class _Base(QgsProcessingAlgorithm):
 
     def flags(self):
         return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
+
+    def helpUrl(self):
+        return help_url(self.name())
 
     def checkParameterValues(self, parameters, context):
         return qgis_inputs.check_parameter_values(self, parameters, context)
