@@ -498,3 +498,21 @@ def test_vrt_input_in_a_read_only_folder_is_left_as_it_is(ws, out, tmp_path):
     assert folder_state(folder) == before
     assert not any("auxiliary" in m.lower() for m in feedback.infos)
     assert (out / "map.tif").exists()
+
+
+def test_full_disk_while_publishing_a_trained_model(ws, sample_city, small_disk):
+    """Training on a disk without room for the model: a clear error after training, and
+    neither the model nor its card, metrics or report, partial or otherwise, is left."""
+    import processing
+    from qgis.core import QgsProcessingException
+    pytest.importorskip("torch", reason="training needs torch")
+    from test_train_algorithm import gt_points
+    labels = gt_points(sample_city.ground_truth, small_disk.parent / "points.gpkg", n=400)
+    shutil.copy(ws.map, small_disk / "keep.tif")
+    (small_disk / "keep.qml").write_text("<qgis><!-- my hand-made style --></qgis>")
+    _fill(small_disk, 300000)
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run(T, train(ws, small_disk, LABELS=labels, BASELINE=False, BLOCK_SIZE=600),
+                       feedback=CollectingFeedback())
+    assert "cannot write" in str(err.value).lower(), str(err.value)
+    check_untouched(ws, small_disk, ["filler"])

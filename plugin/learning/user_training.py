@@ -532,6 +532,9 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
 
     t_start = time.perf_counter()
     check_outputs(request)
+    from ..core.class_raster import remove_stale_partials
+    for path in outputs_for(os.path.abspath(request.output_path)).values():
+        remove_stale_partials(path, say)
     inputs = {m: p for m, p in request.inputs.items() if p}
     if not inputs:
         raise InputError("Give at least one input raster to train on.")
@@ -756,20 +759,27 @@ def _engine_scores(model_path, inputs, grid, validation, folder, aoi):
 
 
 def _publish(tmp, staged, paths, overwrite):
-    """Move the four files into place: the model last, so its appearing means the run is done."""
-    moved = []
+    """Copy the four files beside their targets under hidden partial names (a full disk fails
+    here, before anything is published), then rename them into place, the model last, so its
+    appearing means the run is done. Without ``overwrite`` a file that appeared meanwhile (a
+    second run with the same output) is kept and this run refused; a failure removes all."""
+    from ..core.class_raster import partial_file, publish
+    kinds = ("markdown", "metrics", "report", "model")
+    parts, moved = [], []
     try:
-        for kind in ("markdown", "metrics", "report"):
-            dst = paths[kind]
-            if os.path.exists(dst) and not overwrite:
-                raise OutputError(f"{dst!r} appeared meanwhile; nothing was written.")
-            shutil.move(os.path.join(tmp, kind), dst + ".partial")
-            os.replace(dst + ".partial", dst)
-            moved.append(dst)
-        shutil.move(staged, paths["model"] + ".partial")
-        os.replace(paths["model"] + ".partial", paths["model"])
+        for kind in kinds:
+            src = staged if kind == "model" else os.path.join(tmp, kind)
+            parts.append(partial_file(paths[kind], os.path.splitext(paths[kind])[1]))
+            try:
+                shutil.copyfile(src, parts[-1])
+            except OSError as exc:
+                raise OutputError(f"Cannot write {paths[kind]!r}: {exc.strerror}. Nothing was "
+                                  "written; free some space or choose another folder.") from None
+        for kind, part in zip(kinds, parts):
+            publish(part, paths[kind], overwrite)
+            moved.append(paths[kind])
     except BaseException:
-        for p in moved + [paths["model"] + ".partial"]:
+        for p in parts + moved:
             if os.path.exists(p):
                 os.remove(p)
         raise
