@@ -433,3 +433,12 @@ def test_inputs_a_card_leaves_out_are_not_used(scene, tmp_path):
         run_classification(ClassifyRequest({"vhr": scene["vhr"]}, model,
                                            str(tmp_path / "c.tif")))
     assert not os.path.exists(tmp_path / "c.tif")
+
+
+def test_progress_text_gives_the_rate_and_the_time_left():
+    from plugin.core.engine import TimeLeft
+    eta = TimeLeft(1000)
+    assert eta.text(0.5) == ""                     # too early to say
+    eta.t0 -= 10.0                                 # 10 s in, half done
+    assert eta.text(0.5) == "; 50 cells/s; about 10 s left"
+    assert eta.text(0.05).endswith("about 3 min left")

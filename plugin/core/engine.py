@@ -101,17 +101,20 @@ def srs_is_geographic(wkt):
 
 
 class TimeLeft:
-    """"; about N s/min left" from the time so far and the fraction done."""
+    """"; N cells/s; about N s/min left" from the time so far and the fraction done."""
 
-    def __init__(self):
+    def __init__(self, cells):
         self.t0 = time.perf_counter()
+        self.cells = cells
 
     def text(self, fraction):
         elapsed = time.perf_counter() - self.t0
-        if fraction <= 0.01 or elapsed < 2.0:
+        if fraction <= 0.002 or elapsed < 2.0:
             return ""
         left = elapsed * (1.0 - fraction) / fraction
-        return f"; about {left:.0f} s left" if left < 90 else f"; about {left / 60:.0f} min left"
+        rate = f"; {fraction * self.cells / elapsed:,.0f} cells/s"
+        return rate + (f"; about {left:.0f} s left" if left < 90 else
+                       f"; about {left / 60:.0f} min left")
 
 
 def manifest_path_for(output_path):
@@ -267,7 +270,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     writer = None
     extras = {}
-    eta = TimeLeft()
+    eta = TimeLeft(grid.width * grid.height)
     try:
         reader_class = PatchReader if patch_task else FeedReader
         with reader_class(card, inputs, grid, request.aoi) as reader:
