@@ -13,9 +13,9 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from . import manifest as run_manifest
-from .class_raster import (ClassRasterWriter, ValueRasterWriter, check_geotiff_path,
-                           check_output_path, publish, remove_stale_partials,
-                           stage_text)
+from .class_raster import ClassRasterWriter, ValueRasterWriter
+from .publication import (check_geotiff_path, check_output_path, publish, remove_stale_partials,
+                          stage_text)
 from .errors import Cancelled, InputError, ModelError
 from .feeds import FeedReader
 from .grid import plan_grid
@@ -70,34 +70,14 @@ class ClassifyResult:
 MIN_GRID_CELLS = 4   # a map of fewer cells across says nothing (a 1 x 1 pixel input, a sliver)
 
 
-def check_big_enough(card, inputs, grid):
-    """A map needs a few cells across: a 1 x 1 pixel input (or a sliver of an extent) would
-    give a map that says nothing, from a network that classifies each cell from its
-    surroundings."""
-    from .rasters import inspect_raster
-    sizes = [(card.input_for(m).label, inspect_raster(p, card.input_for(m).label))
-             for m, p in inputs.items()]
-    for label, info in sizes:
-        gx = info.width * info.pixel_size[0]
-        gy = info.height * info.pixel_size[1]
-        if info.crs_wkt and srs_is_geographic(info.crs_wkt):
-            gx, gy = gx * 111320.0, gy * 111320.0
-        w, h = int(gx // grid.cell), int(gy // grid.cell)
-        if min(w, h) < MIN_GRID_CELLS:
-            raise InputError(
-                f"{label}: {info.path!r} covers only {max(w, 0)} x {max(h, 0)} cells of "
-                f"{grid.cell:g} m ({info.width} x {info.height} pixels): too small to map (at "
-                f"least {MIN_GRID_CELLS} x {MIN_GRID_CELLS} cells).")
+def check_big_enough(grid):
+    """The grid needs a few cells across (each input is checked on its own when it is opened);
+    an extent or area of interest can still cut a sliver."""
     if min(grid.width, grid.height) < MIN_GRID_CELLS:
         raise InputError(
             f"The area to process is only {grid.width} x {grid.height} cells of {grid.cell:g} m: "
             f"too small to map (at least {MIN_GRID_CELLS} x {MIN_GRID_CELLS} cells). Check the "
             "extent or area of interest.")
-
-
-def srs_is_geographic(wkt):
-    from .rasters import srs_from_wkt
-    return bool(srs_from_wkt(wkt).IsGeographic())
 
 
 class TimeLeft:
@@ -248,7 +228,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     if request.batch_size < 1:
         raise InputError("Batch size must be at least 1.")
     grid = plan_grid(card, inputs, request.extent, request.aoi)
-    check_big_enough(card, inputs, grid)
+    check_big_enough(grid)
     tile, overlap = resolve_tiling(card, grid, request.tile_size, request.overlap, say)
     patch_task = card.patch is not None
     if patch_task and overlap:

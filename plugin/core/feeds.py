@@ -9,6 +9,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import InputError
+from .model_card import modality_group
 from .rasters import inspect_raster, srs_from_wkt
 
 gdal.UseExceptions()
@@ -97,23 +98,27 @@ def band_order_note(info, spec, bands):
             f"{os.path.basename(info.path)} are read as {', '.join(spec.bands)} (from their names).")
 
 
-def pixel_size_m(info):
-    """The input's pixel size in metres (approximate for geographic CRSs)."""
+def metres_per_unit(info):
+    """Metres per unit of the input's CRS (approximate for geographic CRSs)."""
     srs = srs_from_wkt(info.crs_wkt)
-    px = min(info.pixel_size)
-    if srs.IsGeographic():
-        return px * 111320.0
-    return px * (srs.GetLinearUnits() or 1.0)
+    return 111320.0 if srs.IsGeographic() else (srs.GetLinearUnits() or 1.0)
 
 
-def check_plausible(info, spec):
-    """Refuse an input whose pixels are far coarser than the modality's resolution."""
-    group = "s2" if spec.modality.startswith("s2_") else spec.modality
-    limit = MAX_COARSER.get(group)
-    if limit is None:
-        return
-    size = pixel_size_m(info)
-    if size > limit * spec.gsd_m:
+def check_plausible(info, spec, cell, min_cells=4):
+    """Refuse an input whose pixels are far coarser than the modality's resolution, or that
+    covers fewer than ``min_cells`` x ``min_cells`` output cells of ``cell`` m (a 1 x 1 pixel
+    raster gives a map that says nothing: each cell is classified from its surroundings)."""
+    unit = metres_per_unit(info)
+    w = int(info.width * info.pixel_size[0] * unit // cell)
+    h = int(info.height * info.pixel_size[1] * unit // cell)
+    if min(w, h) < min_cells:
+        raise InputError(
+            f"{spec.label}: {info.path!r} covers only {w} x {h} cells of {cell:g} m "
+            f"({info.width} x {info.height} pixels): too small to map (at least {min_cells} x "
+            f"{min_cells} cells).")
+    limit = MAX_COARSER.get(modality_group(spec.modality))
+    size = min(info.pixel_size) * unit
+    if limit is not None and size > limit * spec.gsd_m:
         raise InputError(
             f"{spec.label}: {info.path!r} has {size:.3g} m pixels; the model reads this input at "
             f"{spec.gsd_m:g} m and accepts up to {limit * spec.gsd_m:g} m. Is this the right "
@@ -166,7 +171,7 @@ class ModalitySource:
         if self.info.dtype.startswith("c"):
             raise InputError(f"{spec.label}: {path!r} holds complex numbers ({self.info.dtype}); "
                              "provide real-valued imagery.")
-        check_plausible(self.info, spec)
+        check_plausible(self.info, spec, grid.cell)
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)

@@ -44,6 +44,13 @@ from .errors import ModelError
 SCHEMA = "urban-functions-model-card/1"
 METADATA_KEY = "model_card"
 MODALITIES = ("vhr", "ntl", "s2_spring", "s2_summer", "s2_autumn", "s2_winter", "temporal")
+
+
+def modality_group(modality):
+    """The input a user gives or leaves out: the Sentinel-2 seasons count as one ("s2")."""
+    return "s2" if modality.startswith("s2_") else modality
+
+
 MODALITY_LABELS = {
     "vhr": "VHR imagery",
     "ntl": "Night-time light",

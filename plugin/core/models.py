@@ -39,17 +39,27 @@ def cached_card(path):
     return card
 
 
-def list_models(extra_dirs=(), errors=None):
-    """All readable models, sorted by name; unreadable files are reported into ``errors``."""
-    entries = []
+def scan_models(extra_dirs=()):
+    """(readable models sorted by name, [(path, reason)] of the .onnx files that cannot be
+    loaded): one pass over the model folders."""
+    entries, broken = [], []
     for folder in model_dirs(extra_dirs):
         for path in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
             try:
                 entries.append(ModelEntry(path, cached_card(path), folder == BUNDLED_DIR))
             except ModelError as exc:
-                if errors is not None:
-                    errors.append(str(exc))
-    return sorted(entries, key=lambda e: (not e.bundled, e.card.name))
+                broken.append((path, str(exc).replace(f"Cannot open model {path}: ", "")))
+            except OSError as exc:
+                broken.append((path, exc.strerror or str(exc)))
+    return sorted(entries, key=lambda e: (not e.bundled, e.card.name)), broken
+
+
+def list_models(extra_dirs=(), errors=None):
+    """All readable models, sorted by name; unreadable files are reported into ``errors``."""
+    entries, broken = scan_models(extra_dirs)
+    if errors is not None:
+        errors.extend(f"Cannot open model {path}: {reason}" for path, reason in broken)
+    return entries
 
 
 def find_model(name_or_path, extra_dirs=()):
@@ -57,32 +67,16 @@ def find_model(name_or_path, extra_dirs=()):
     named with its reason, never reported as missing."""
     if name_or_path and os.path.isfile(name_or_path):
         return ModelEntry(os.path.abspath(name_or_path), cached_card(name_or_path), False)
-    broken = []
-    entries = list_models(extra_dirs, errors=broken)
+    entries, broken = scan_models(extra_dirs)
     for e in entries:
         if name_or_path in (e.card.name, os.path.splitext(os.path.basename(e.path))[0]):
             return e
-    for path, reason in broken_models(extra_dirs):
+    for path, reason in broken:
         if name_or_path == os.path.splitext(os.path.basename(path))[0]:
             raise ModelError(f"The model {name_or_path!r} ({path}) cannot be loaded: {reason}")
     listing = ", ".join(e.card.name for e in entries) or "none"
-    unreadable = "".join(f" Cannot be loaded: {os.path.basename(p)} ({r})."
-                         for p, r in broken_models(extra_dirs))
+    unreadable = "".join(f" Cannot be loaded: {os.path.basename(p)} ({r})." for p, r in broken)
     raise ModelError(f"No model named {name_or_path!r}; installed: {listing}.{unreadable}")
-
-
-def broken_models(extra_dirs=()):
-    """[(path, reason)] of the .onnx files in the model folders that cannot be loaded."""
-    found = []
-    for folder in model_dirs(extra_dirs):
-        for path in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
-            try:
-                cached_card(path)
-            except ModelError as exc:
-                found.append((path, str(exc).replace(f"Cannot open model {path}: ", "")))
-            except OSError as exc:
-                found.append((path, exc.strerror or str(exc)))
-    return found
 
 
 SAMPLE_CITY_TAG = "SAMPLE_CITY_SEED"   # GDAL metadata our sample-city generator writes

@@ -43,7 +43,7 @@ class PatchSource:
         self.info = inspect_raster(path, spec.label)
         if self.info.dtype.startswith("c"):
             raise InputError(f"{spec.label}: {path!r} holds complex numbers; provide real values.")
-        check_plausible(self.info, spec)
+        check_plausible(self.info, spec, grid.cell)
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.classes import FUNCTION_CLASSES
 from ..core.errors import Cancelled, InputError, ModelError, OutputError
 from ..core.grid import plan_grid
-from ..core.model_card import SCHEMA, USER_LABELS, parse_card
+from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.models import BUNDLED_DIR
 from .blocks import split_blocks
 from .class_map import load_class_map
@@ -303,7 +303,7 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
     opt = torch.optim.AdamW(_param_groups(model, lr), weight_decay=1e-4)
     base_lrs = [g["lr"] for g in opt.param_groups]
     weights = torch.tensor(class_weights, dtype=torch.float32, device=device)
-    groups_given = len({("s2" if m.startswith("s2_") else m) for m in present})
+    groups_given = len({modality_group(m) for m in present})
     history = []
     t0 = time.perf_counter()
     epochs = epochs_cap or MAX_EPOCHS
@@ -349,8 +349,7 @@ def input_groups(card):
     temporal signature, the inputs a user gives or leaves out."""
     groups = {}
     for spec in card.inputs:
-        groups.setdefault("s2" if spec.modality.startswith("s2_") else spec.modality,
-                          []).append(spec)
+        groups.setdefault(modality_group(spec.modality), []).append(spec)
     return groups
 
 
@@ -532,7 +531,7 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
 
     t_start = time.perf_counter()
     check_outputs(request)
-    from ..core.class_raster import remove_stale_partials
+    from ..core.publication import remove_stale_partials
     for path in outputs_for(os.path.abspath(request.output_path)).values():
         remove_stale_partials(path, say)
     inputs = {m: p for m, p in request.inputs.items() if p}
@@ -763,7 +762,7 @@ def _publish(tmp, staged, paths, overwrite):
     here, before anything is published), then rename them into place, the model last, so its
     appearing means the run is done. Without ``overwrite`` a file that appeared meanwhile (a
     second run with the same output) is kept and this run refused; a failure removes all."""
-    from ..core.class_raster import partial_file, publish
+    from ..core.publication import partial_file, publish
     kinds = ("markdown", "metrics", "report", "model")
     parts, moved = [], []
     try:

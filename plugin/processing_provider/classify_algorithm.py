@@ -182,10 +182,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             from ..core.environment import missing_dependencies
             if missing_dependencies():
                 return ""
-            from ..core.models import broken_models
-            from ..qgis_common.user_models import list_models, model_dirs_for_qgis
-            entries = list_models()
-            broken = broken_models(model_dirs_for_qgis())
+            from ..core.models import scan_models
+            from ..qgis_common.user_models import model_dirs_for_qgis
+            entries, broken = scan_models(model_dirs_for_qgis())
         except Exception:
             return ""
         items = "".join(
