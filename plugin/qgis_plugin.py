@@ -146,6 +146,9 @@ class UrbanFunctionsPlugin:
         self.labelling_dock = None
         self.train_action = None
         self.train_dialog = None
+        self.install_action = None
+        self.install_dialog = None
+        self.diagnostics_action = None
 
     # Processing ---------------------------------------------------------------------------------
     def initProcessing(self):
@@ -188,16 +191,30 @@ class UrbanFunctionsPlugin:
         self.train_action.setToolTip("Adapt the network to your city from OpenStreetMap land use, "
                                      "your own polygons or labelled points")
         self.train_action.triggered.connect(self.show_train_dialog)
+        self.install_action = QAction(QgsApplication.getThemeIcon("/mActionShowPluginManager.svg"),
+                                      "Install dependencies…", parent)
+        self.install_action.setObjectName("urbanFunctionsInstall")
+        self.install_action.setToolTip("Install onnxruntime (and optionally PyTorch for "
+                                       "training) into a venv the plugin owns in your profile")
+        self.install_action.triggered.connect(lambda _checked=False: self.show_install_dialog())
+        self.diagnostics_action = QAction(QgsApplication.getThemeIcon("/mActionHelpAbout.svg"),
+                                          "About and diagnostics…", parent)
+        self.diagnostics_action.setObjectName("urbanFunctionsDiagnostics")
+        self.diagnostics_action.triggered.connect(lambda _checked=False: self.show_diagnostics())
         self.actions = [self.classify_action, self.train_action, self.sample_action,
-                        self.labelling_action]
+                        self.labelling_action, self.install_action, self.diagnostics_action]
         for action in self.actions:
             self.iface.addPluginToMenu(MENU, action)
         self.iface.addToolBarIcon(self.classify_action)
         if self.missing:
-            self.iface.messageBar().pushMessage(
-                TITLE,
-                "Urban Functions is loaded but cannot classify yet: " + " ".join(self.missing),
-                Qgis.Warning, 0)
+            bar = self.iface.messageBar()
+            item = bar.createMessage(TITLE, "Urban Functions is loaded but cannot classify yet: "
+                                     + " ".join(self.missing))
+            button = QPushButton("Install dependencies…", item)
+            button.setObjectName("urbanFunctionsInstallButton")
+            button.clicked.connect(lambda _checked=False: self.show_install_dialog())
+            item.layout().addWidget(button)
+            bar.pushWidget(item, Qgis.Warning, 0)
 
     def unload(self):
         if self.dialog is not None:
@@ -205,6 +222,11 @@ class UrbanFunctionsPlugin:
             self.dialog.close()
             self.dialog.deleteLater()
             self.dialog = None
+        if self.install_dialog is not None:
+            self.install_dialog.cancel()
+            self.install_dialog.close()
+            self.install_dialog.deleteLater()
+            self.install_dialog = None
         if self.train_dialog is not None:
             self.train_dialog.cancel()
             self.train_dialog.close()
@@ -227,7 +249,7 @@ class UrbanFunctionsPlugin:
             action.deleteLater()
         self.actions = []
         self.classify_action = self.sample_action = self.labelling_action = None
-        self.train_action = None
+        self.train_action = self.install_action = self.diagnostics_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
@@ -241,10 +263,38 @@ class UrbanFunctionsPlugin:
             self.labelling_dock.visibilityChanged.connect(self.labelling_action.setChecked)
         self.labelling_dock.setVisible(checked)
 
+    def show_install_dialog(self):
+        from .gui.install_dialog import InstallDialog
+        if self.install_dialog is None:
+            self.install_dialog = InstallDialog(self.iface.mainWindow())
+            self.install_dialog.installed.connect(self._dependencies_installed)
+        self.install_dialog.show()
+        self.install_dialog.raise_()
+        return self.install_dialog
+
+    def _dependencies_installed(self):
+        """The packages are on sys.path now: refresh what said they were missing."""
+        from .core.environment import missing_dependencies
+        self.missing = missing_dependencies()
+        bar = self.iface.messageBar()
+        bar.clearWidgets()
+        if self.dialog is not None:
+            self.dialog.dependencies_changed()
+        bar.pushMessage(TITLE, "Dependencies installed: Urban Functions can classify now.",
+                        Qgis.Success, 10)
+
+    def show_diagnostics(self):
+        from .gui.diagnostics_dialog import DiagnosticsDialog
+        dialog = DiagnosticsDialog(self.iface.mainWindow())
+        dialog.show()
+        return dialog
+
     def show_dialog(self):
         from .gui.dialog import ClassifyDialog
         if self.dialog is None:
             self.dialog = ClassifyDialog(self.iface)
+            self.dialog.installRequested.connect(self.show_install_dialog)
+            self.dialog.diagnosticsRequested.connect(self.show_diagnostics)
         else:
             self.dialog.reload_models()
             self.dialog.autofill_inputs()

@@ -16,18 +16,40 @@ PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 REQUIREMENTS = {
     "numpy": "the system package python3-numpy (QGIS ships it)",
     "osgeo.gdal": "the system package python3-gdal (QGIS ships it)",
-    "onnxruntime": "pip install onnxruntime  (or onnxruntime-gpu for NVIDIA GPUs, never both); "
-                   "from a source checkout `make setup` installs it into .venv",
+    "onnxruntime": "in QGIS, Plugins > Urban Functions > Install dependencies… (it installs "
+                   "onnxruntime, or onnxruntime-gpu on an NVIDIA GPU, into a venv the plugin owns "
+                   "in your QGIS profile); from a source checkout, `make setup`",
 }
 
 
+# Venvs the QGIS layer knows of (the plugin-owned venv in the QGIS profile); the core cannot ask
+# QGIS where its profile is.
+_registered_venvs = []
+
+
+def register_venv(path):
+    """Look into this venv too (the QGIS layer registers ``<profile>/urban_functions/venv``)."""
+    if path and path not in _registered_venvs:
+        _registered_venvs.append(path)
+
+
 def venv_candidates(plugin_root=PLUGIN_ROOT):
-    """Venvs we look into: $URBAN_FUNCTIONS_VENV, then <plugin checkout>/.venv (symlinks resolved)."""
+    """Venvs we look into: $URBAN_FUNCTIONS_VENV, the registered ones (the plugin-owned venv of
+    the QGIS profile), then <plugin checkout>/.venv (symlinks resolved)."""
     found = []
     if os.environ.get(VENV_ENV):
         found.append(os.environ[VENV_ENV])
+    found.extend(_registered_venvs)
     found.append(os.path.join(os.path.realpath(plugin_root), ".venv"))
     return found
+
+
+def venv_site_packages(venv):
+    """The site-packages folder of a venv made by this Python (POSIX or Windows layout)."""
+    if os.name == "nt":
+        return os.path.join(venv, "Lib", "site-packages")
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return os.path.join(venv, "lib", version, "site-packages")
 
 
 # Pure-Python packages torch needs newer than Debian ships (torch 2.13 wants sympy >= 1.13; Debian 12
@@ -55,9 +77,8 @@ class _VenvFirst:
 def add_venv_site_packages(plugin_root=PLUGIN_ROOT):
     """Add matching venv site-packages to sys.path; returns the folders added."""
     added = []
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for venv in venv_candidates(plugin_root):
-        sp = os.path.join(venv, "lib", version, "site-packages")
+        sp = venv_site_packages(venv)
         if os.path.isdir(sp) and sp not in sys.path:
             site.addsitedir(sp)
             added.append(sp)
@@ -67,7 +88,13 @@ def add_venv_site_packages(plugin_root=PLUGIN_ROOT):
             sys.meta_path.insert(0, _VenvFirst(added))
         else:
             finder.folders.extend(added)
+        importlib.invalidate_caches()  # packages installed after start-up are found at once
     return added
+
+
+def active_venvs():
+    """The venvs whose site-packages are on sys.path (for diagnostics)."""
+    return [v for v in venv_candidates() if venv_site_packages(v) in sys.path]
 
 
 def missing_dependencies():

@@ -434,9 +434,18 @@ def card_from_metadata(metadata: dict, source="model") -> ModelCard:
 
 
 def read_card(onnx_path) -> ModelCard:
-    """Read the card of an ONNX file without building an inference session's graph twice."""
-    from .runtime import import_onnxruntime
-    ort = import_onnxruntime()
+    """Read the card of an ONNX file. With onnxruntime the whole model is loaded once (so a
+    broken graph is reported here, before a run); without it the card is read from the
+    protobuf alone, so the model picker can still list models before onnxruntime is installed."""
+    from .runtime import onnxruntime_or_none
+    ort = onnxruntime_or_none()
+    if ort is None:
+        from .onnx_metadata import NotOnnx, read_metadata_props
+        try:
+            props = read_metadata_props(onnx_path)
+        except NotOnnx as exc:
+            raise ModelError(f"Cannot open model {onnx_path}: {exc}") from exc
+        return card_from_metadata(props, str(onnx_path))
     try:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

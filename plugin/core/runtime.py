@@ -17,6 +17,14 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def onnxruntime_or_none():
+    """The onnxruntime module, or None when it cannot be imported (missing or a broken wheel)."""
+    try:
+        return import_onnxruntime()
+    except MissingDependencyError:
+        return None
+
+
 def requested_providers(device, available):
     """Providers to ask onnxruntime for, in priority order."""
     if device not in DEVICES:

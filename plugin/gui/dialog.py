@@ -6,6 +6,7 @@ usable, the progress shows in the dialog and the task manager, and either can ca
 import os
 
 from qgis.core import (
+    Qgis,
     QgsApplication,
     QgsMapLayerProxyModel,
     QgsProject,
@@ -22,6 +23,7 @@ from qgis.PyQt.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFileDialog,
+    QFrame,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -31,9 +33,11 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
@@ -61,6 +65,8 @@ class ClassifyDialog(QDialog):
 
     resultReady = pyqtSignal(object, object)  # ClassifyResult, QgsRasterLayer (or None)
     runFailed = pyqtSignal(str, bool)          # message, cancelled
+    installRequested = pyqtSignal()            # "Install dependencies…" pressed
+    diagnosticsRequested = pyqtSignal()        # "Diagnostics…" pressed
 
     def __init__(self, iface=None, parent=None):
         super().__init__(parent or (iface.mainWindow() if iface else None))
@@ -71,6 +77,7 @@ class ClassifyDialog(QDialog):
         self._models = []
         self._model_errors = []
         self._model_file_error = ""
+        self._cannot_run_shown = False
         self.setWindowTitle("Classify urban functions")
         self.setWindowIcon(QIcon(ICON))
         self.setMinimumWidth(560)
@@ -81,13 +88,40 @@ class ClassifyDialog(QDialog):
         self._update_model_info()
         self._update_area_widgets()
         self._show_dependency_warning()
+        self._update_run_state()
+        self.fit_to_screen()
+
+    def fit_to_screen(self, free=None):
+        """Open no larger than the screen's free area (``free``: a QRect; default: this
+        screen's). On a 1366x768 laptop the settings scroll and the buttons stay visible."""
+        if free is None:
+            screen = self.screen() if hasattr(self, "screen") else None
+            screen = screen or QApplication.primaryScreen()
+            if screen is None:
+                return
+            free = screen.availableGeometry()
+        hint = self.sizeHint()
+        # the window frame and title bar are not part of the dialog's own height
+        self.resize(min(max(hint.width(), 640), free.width() - 16),
+                    min(max(hint.height(), 600), free.height() - 48))
 
     # construction -----------------------------------------------------------------------------
     def _build(self):
-        root = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
         self.bar = QgsMessageBar(self)
         self.bar.setSizePolicy(QSizePolicy.Minimum, QSizePolicy.Fixed)
-        root.addWidget(self.bar)
+        outer.addWidget(self.bar)
+        # the settings scroll, so the dialog fits a 1366x768 laptop screen with Advanced open;
+        # the progress, status and Run/Cancel/Close stay outside, always visible
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        content = QWidget()
+        root = QVBoxLayout(content)
+        root.setContentsMargins(0, 0, 0, 0)
+        self.scroll.setWidget(content)
+        outer.addWidget(self.scroll, 1)
 
         # inputs
         box = QGroupBox("Input layers (any of them; at least one)")
@@ -118,8 +152,12 @@ class ClassifyDialog(QDialog):
         box = QGroupBox("Model")
         lay = QVBoxLayout(box)
         self.model_combo = QComboBox()
+        # long model titles must not widen the dialog past a laptop screen (full title: tooltip)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(28)
         self.model_combo.activated.connect(self._model_activated)
         self.model_combo.currentIndexChanged.connect(self._update_model_info)
+        self.model_combo.currentIndexChanged.connect(self._settings_changed)
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
         self.import_so2sat_button = QPushButton("Import So2Sat LCZ weights…")
@@ -216,6 +254,11 @@ class ClassifyDialog(QDialog):
         form.addRow("Tile overlap", self.overlap)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
+        from ..core.diagnostics import device_summary
+        self.device_info = QLabel(device_summary())
+        self.device_info.setWordWrap(True)
+        self.device_info.setStyleSheet("color: #555;")
+        form.addRow("", self.device_info)
         self.probabilities = QCheckBox("Write class probabilities (one float32 band per class)")
         self.probabilities.setToolTip("Also writes …_probabilities.tif next to the output. The "
                                       "outputs a model card derives (e.g. the So2Sat LCZ "
@@ -229,39 +272,60 @@ class ClassifyDialog(QDialog):
         form.addRow("Optional outputs", self.optional_outputs)
         root.addWidget(self.advanced)
 
-        # progress + buttons
+        root.addStretch(1)
+
+        # progress + buttons: outside the scroll area
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        root.addWidget(self.progress)
-        root.addWidget(self.status)
-        root.addStretch(1)
+        self.run_hint = QLabel("")
+        self.run_hint.setWordWrap(True)
+        self.run_hint.setStyleSheet("color: #c00;")
+        self.run_hint.setVisible(False)
+        outer.addWidget(self.progress)
+        outer.addWidget(self.status)
+        outer.addWidget(self.run_hint)
         self.buttons = QDialogButtonBox()
         self.run_button = QPushButton("Run")
         self.run_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel run")
         self.cancel_button.setEnabled(False)
+        self.install_button = QPushButton("Install dependencies…")
+        self.install_button.setVisible(False)
+        self.install_button.clicked.connect(lambda _checked=False: self.installRequested.emit())
+        self.diagnostics_button = QPushButton("Diagnostics…")
+        self.diagnostics_button.setToolTip("Versions, execution providers and GPU, with Copy "
+                                           "for bug reports")
+        self.diagnostics_button.clicked.connect(
+            lambda _checked=False: self.diagnosticsRequested.emit())
         self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.buttons.addButton(self.diagnostics_button, QDialogButtonBox.HelpRole)
+        self.buttons.addButton(self.install_button, QDialogButtonBox.ActionRole)
         self.buttons.addButton(self.run_button, QDialogButtonBox.ActionRole)
         self.buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.buttons.rejected.connect(self.reject)
-        root.addWidget(self.buttons)
+        outer.addWidget(self.buttons)
+        self.output_file.fileChanged.connect(self._settings_changed)
+        self.overwrite.toggled.connect(self._settings_changed)
+        self.model_file.fileChanged.connect(self._settings_changed)
+        for button in (self.area_inputs, self.area_canvas, self.area_polygons):
+            button.toggled.connect(self._settings_changed)
+        self.aoi_combo.layerChanged.connect(self._settings_changed)
 
     # models -----------------------------------------------------------------------------------
     def reload_models(self):
-        """Fill the model picker with the installed models (needs onnxruntime to read cards)."""
-        from ..core.environment import missing_dependencies
+        """Fill the model picker with the installed models (their cards are read without
+        onnxruntime too, so a user sees the models before installing it)."""
+        from ..qgis_common.user_models import list_models
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self._models, self._model_errors = [], []
-        if not missing_dependencies():
-            from ..qgis_common.user_models import list_models
-            self._models = list_models(errors=self._model_errors)
+        self._models = list_models(errors=self._model_errors)
         for entry in self._models:
             self.model_combo.addItem(entry.card.title, entry.path)
             self.model_combo.setItemData(self.model_combo.count() - 1, entry.card.summary,
@@ -470,6 +534,7 @@ class ClassifyDialog(QDialog):
         if chosen and not self.output_file.filePath().strip():
             self.output_file.setFilePath(self._suggest_output())
         self._update_model_info()
+        self._update_run_state()
 
     def _suggest_output(self):
         layer = next(iter(self.selected_inputs().values()))
@@ -595,9 +660,43 @@ class ClassifyDialog(QDialog):
         from ..core.environment import missing_dependencies
         missing = missing_dependencies()
         if missing:
-            self.bar.pushCritical("Missing dependencies", " ".join(missing))
+            item = self.bar.createMessage("Missing dependencies", " ".join(missing))
+            button = QPushButton("Install dependencies…", item)
+            button.clicked.connect(lambda _checked=False: self.installRequested.emit())
+            item.layout().addWidget(button)
+            self.bar.pushWidget(item, Qgis.Critical, 0)
         elif self._model_errors:
             self.bar.pushWarning("Some models could not be read", " ".join(self._model_errors))
+
+    def dependencies_changed(self):
+        """After "Install dependencies": re-read the models, clear the old warning."""
+        self.bar.clearWidgets()
+        self.reload_models()
+        self._show_dependency_warning()
+        from ..core.diagnostics import device_summary
+        self.device_info.setText(device_summary())
+        self._inputs_changed()
+
+    def _settings_changed(self, *_):
+        self._update_run_state()
+
+    def _update_run_state(self):
+        """Run is enabled only when it can work, and the dialog says why when it is not; a
+        "Cannot run" message goes away once its problems are fixed."""
+        from ..core.environment import missing_dependencies
+        missing = missing_dependencies()
+        self.run_button.setEnabled(self.task is None and not missing)
+        self.install_button.setVisible(bool(missing))
+        if missing:
+            names = ", ".join(line.split(" ", 1)[0] for line in missing)
+            self.run_hint.setText(f"Run is disabled: {names} cannot be imported. Press "
+                                  "'Install dependencies…' (nothing needs a restart).")
+        self.run_hint.setVisible(bool(missing))
+        self.run_button.setToolTip(self.run_hint.text() if missing else "")
+        if self._cannot_run_shown and self.task is None and not self.problems():
+            self.bar.clearWidgets()
+            self.status.setText("")
+            self._cannot_run_shown = False
 
     # running ----------------------------------------------------------------------------------
     def is_running(self):
@@ -612,7 +711,9 @@ class ClassifyDialog(QDialog):
             self.bar.clearWidgets()
             self.bar.pushCritical("Cannot run", " ".join(problems))
             self.status.setText("\n".join(problems))
+            self._cannot_run_shown = True
             return None
+        self._cannot_run_shown = False
         self.bar.clearWidgets()
         self.save_settings()
         request = self.build_request()
@@ -639,8 +740,10 @@ class ClassifyDialog(QDialog):
             self.task.cancel()
 
     def _set_running(self, running):
-        self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self._update_run_state()
+        if running:
+            self.run_button.setEnabled(False)
 
     def _message_bar(self):
         return self.iface.messageBar() if self.iface is not None else self.bar

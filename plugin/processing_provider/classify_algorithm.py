@@ -203,9 +203,15 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         for param, modality in MODALITY_PARAMS:
             self.addParameter(qgis_inputs.RasterFileParameter(
                 param, MODALITY_LABELS[modality], optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Model (bundled model name or .onnx path; empty = best fit for the inputs)",
-            defaultValue="", optional=True))
+        model = QgsProcessingParameterString(
+            self.MODEL, "Model (installed model name or .onnx path; empty = best fit for the inputs)",
+            defaultValue="", optional=True)
+        try:  # the toolbox dialog shows a drop-down of the installed models
+            from .model_widget import ModelWidgetWrapper
+            model.setMetadata({"widget_wrapper": {"class": ModelWidgetWrapper}})
+        except ImportError:  # no Processing GUI (the string still works)
+            pass
+        self.addParameter(model)
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, "Extent to process (empty = overlap of the inputs)", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
