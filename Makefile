@@ -20,7 +20,7 @@ help:
 	@echo "make evidence-osm  train on the real Sentinel-2 clip with real OSM land use (../shared): fine-tuned, from scratch, RandomForest, So2Sat; about 30 min on 2 CPU cores -> docs/osm_evidence.md and README"
 	@echo "make evidence-vhr  adapt a scene model trained on AID + RSSCN7 to UC Merced with the train job, scored as maps (../shared); about 40 min on 2 CPU cores -> docs/vhr_evidence.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
-	@echo "make zip           plugin zip for the QGIS plugin repository"
+	@echo "make zip           plugin zip for the QGIS plugin repository, checked like an upload (PLUGIN_EMAIL=maintainer e-mail)"
 
 setup:
 	@bash scripts/setup.sh
@@ -62,7 +62,7 @@ sample-city: setup
 	@$(PY) -m plugin.samplecity --out build/sample_city
 
 zip:
-	@bash scripts/make_zip.sh
+	@python3 scripts/plugin_zip.py
 
 clean:
 	rm -rf build dist .pytest_cache

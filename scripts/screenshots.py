@@ -4,7 +4,14 @@ Starts QGIS headless, generates the sample city (seed 0), loads it, runs the "Cl
 functions" dialog on it (the real background task) and saves
 
 * ``<out>/dialog.png``: the dialog after the run (inputs, model, area, output, advanced, result),
+* ``<out>/dialog_1366x768.png``: the same dialog as it opens on a 1366x768 laptop screen (the
+  settings scroll; Run, Cancel and Close stay visible),
+* ``<out>/installer.png``: "Install dependencies" after a real install into the screenshot
+  profile's venv,
 * ``<out>/result.png``: the styled result with its legend, scale bar and title (a print layout).
+
+The model is the one the dialog picks for the sample city (as in ``make demo``), unless --model
+is given.
 
 Usage: python scripts/screenshots.py [OUT_DIR] [--model PATH] [--work DIR]
 (the sample city in --work is reused when it is already there).
@@ -19,19 +26,78 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qgis_docs import (WidgetIface, add_class_legend, add_label, add_map,  # noqa: E402
                        add_scale_bar, export_png, wait_for)
-DEFAULT_MODEL = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
+DEMO_MODEL = "sample-city-fusion"   # what make demo uses on the sample city
+LAPTOP = (1366, 768)
+TASKBAR, TITLE_BAR = 40, 30
+
+
+def _settle():
+    from qgis.PyQt.QtCore import QCoreApplication
+    for _ in range(10):
+        QCoreApplication.processEvents()
 
 
 def grab_dialog(dialog, path):
-    from qgis.PyQt.QtCore import QCoreApplication
+    """The whole dialog, tall enough that nothing scrolls."""
     dialog.show()
-    dialog.adjustSize()
-    dialog.resize(max(dialog.width(), 720), dialog.sizeHint().height())
-    for _ in range(10):
-        QCoreApplication.processEvents()
-    pixmap = dialog.grab()
-    if not pixmap.save(path):
+    content = dialog.scroll.widget().sizeHint().height()
+    extra = dialog.sizeHint().height() - dialog.scroll.sizeHint().height()
+    dialog.resize(max(dialog.width(), 720), content + extra + 8)
+    _settle()
+    if not dialog.grab().save(path):
         raise SystemExit(f"Could not save {path}")
+    return path
+
+
+def grab_on_laptop_screen(dialog, path):
+    """The dialog as it opens on a 1366x768 screen (taskbar and title bar drawn), to scale."""
+    from qgis.PyQt.QtCore import QRect, Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter, QPixmap
+    width, height = LAPTOP
+    dialog.fit_to_screen(QRect(0, 0, width, height - TASKBAR))
+    _settle()
+    shot = dialog.grab()
+    screen = QPixmap(width, height)
+    screen.fill(QColor("#3a4a5a"))
+    painter = QPainter(screen)
+    x = (width - shot.width()) // 2
+    y = max(0, (height - TASKBAR - shot.height() - TITLE_BAR) // 2)
+    painter.fillRect(x, y, shot.width(), TITLE_BAR, QColor("#dcdcdc"))
+    painter.setPen(QColor("#222"))
+    painter.setFont(QFont("Sans", 10))
+    painter.drawText(x + 10, y, shot.width() - 20, TITLE_BAR, Qt.AlignVCenter,
+                     dialog.windowTitle())
+    painter.drawPixmap(x, y + TITLE_BAR, shot)
+    painter.fillRect(0, height - TASKBAR, width, TASKBAR, QColor("#1e1e1e"))
+    painter.setPen(QColor("#eee"))
+    painter.drawText(12, height - TASKBAR, 400, TASKBAR, Qt.AlignVCenter,
+                     f"Screen {width} x {height}")
+    painter.end()
+    if y + TITLE_BAR + shot.height() > height - TASKBAR:
+        raise SystemExit(f"The dialog ({shot.height()} px) does not fit a {width}x{height} screen")
+    if not screen.save(path):
+        raise SystemExit(f"Could not save {path}")
+    return path
+
+
+def grab_installer(parent, path):
+    """Install dependencies, after a real install into this profile's plugin venv."""
+    import shutil
+
+    from plugin.gui.install_dialog import InstallDialog
+    from plugin.qgis_common.plugin_venv import plugin_venv_dir
+    shutil.rmtree(plugin_venv_dir(), ignore_errors=True)
+    dialog = InstallDialog(parent)
+    dialog.resize(760, 560)
+    dialog.show()
+    print(f"Installing the dependencies into {plugin_venv_dir()} for the screenshot …")
+    dialog.start()
+    if not wait_for(lambda: dialog.task is None, 900):
+        raise SystemExit("The install did not finish within 15 minutes.")
+    _settle()
+    if not dialog.grab().save(path):
+        raise SystemExit(f"Could not save {path}")
+    dialog.close()
     return path
 
 
@@ -62,13 +128,11 @@ def export_result_layout(project, layer, background, path, title, subtitle=""):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default=os.path.join(ROOT, "docs"))
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model .onnx (default: bundled)")
+    parser.add_argument("--model", default=None,
+                        help="model .onnx or name (default: the dialog's own choice)")
     parser.add_argument("--work", default=os.path.join(ROOT, "build", "screenshots"),
                         help="folder for the sample city and the run (default: build/screenshots)")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.model):
-        raise SystemExit(f"Model not found: {args.model}. Train it with `make train-sample` or "
-                         "pass --model PATH.")
     os.makedirs(args.out, exist_ok=True)
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
@@ -93,8 +157,12 @@ def main(argv=None):
         QgsSettings().remove("UrbanFunctions")
         dialog = ClassifyDialog(iface)
         dialog.autofill_inputs()
-        dialog.select_model(args.model)
+        if args.model and not dialog.select_model(args.model):
+            raise SystemExit(f"Model not found: {args.model}")
         _path, card = dialog.selected_model()
+        if not args.model and (card is None or card.name != DEMO_MODEL):
+            raise SystemExit(f"The dialog picked {card.name if card else 'no model'} for the "
+                             f"sample city, not {DEMO_MODEL} as make demo does")
         for modality, combo in dialog.input_combos.items():  # only what the model accepts
             if card is not None and modality not in card.modalities:
                 combo.setLayer(None)
@@ -119,6 +187,10 @@ def main(argv=None):
             raise SystemExit(f"The classification failed: {layer}")
         dialog_png = grab_dialog(dialog, os.path.join(args.out, "dialog.png"))
         print(f"Wrote {dialog_png}")
+        laptop_png = grab_on_laptop_screen(dialog, os.path.join(args.out, "dialog_1366x768.png"))
+        print(f"Wrote {laptop_png}")
+        installer_png = grab_installer(iface.mainWindow(), os.path.join(args.out, "installer.png"))
+        print(f"Wrote {installer_png}")
 
         background = next((lyr for lyr in layers
                            if lyr.customProperty("urban_functions/modality") == "vhr"), None)

@@ -81,6 +81,15 @@ def iface(qgis_app):
     stub._bar.clearWidgets()
 
 
+@pytest.fixture
+def clean_project(qgis_app):
+    """The QGIS project, emptied before and after the test."""
+    from qgis.core import QgsProject
+    QgsProject.instance().clear()
+    yield QgsProject.instance()
+    QgsProject.instance().clear()
+
+
 @pytest.fixture(scope="session")
 def urban_functions_package(qgis_app):
     """The repository imported as QGIS imports it: package ``urban_functions`` (root __init__)."""

@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from test_qgis_plugin import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -166,18 +165,19 @@ FRESH_PROFILE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _copy_plugin_like_the_zip(dest):
-    """The folders make zip ships, copied from this working tree (what a user unzips)."""
-    from test_packaging import _zip_paths
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for rel in _zip_paths():
-        src = os.path.join(ROOT, rel)
-        target = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.isdir(src):
-            shutil.copytree(src, target, ignore=ignore)
-        else:
-            shutil.copy2(src, target)
+def _install_the_zip(plugins_folder, tmp_path):
+    """What a user does: make zip, then Install from ZIP (unpacked into the profile)."""
+    import zipfile
+
+    from test_packaging import TEST_EMAIL, _plugin_zip
+    pz = _plugin_zip()
+    archive = str(tmp_path / "urban_functions.zip")
+    pz.build(archive, TEST_EMAIL)
+    assert pz.check(archive) == []
+    os.makedirs(plugins_folder, exist_ok=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(plugins_folder)
+    return os.path.join(plugins_folder, pz.PACKAGE)
 
 
 def test_fresh_profile_installs_dependencies_then_classifies_the_sample_city(tmp_path,
@@ -190,13 +190,12 @@ def test_fresh_profile_installs_dependencies_then_classifies_the_sample_city(tmp
     if check.returncode == 0:
         pytest.skip("onnxruntime is installed system-wide; a fresh profile cannot lack it")
     profile = tmp_path / "profile"
-    pkg = profile / "profiles" / "default" / "python" / "plugins" / "urban_functions"
-    _copy_plugin_like_the_zip(str(pkg))
-    assert not (pkg / ".venv").exists()
+    pkg = _install_the_zip(str(profile / "python" / "plugins"), tmp_path)
+    assert not os.path.exists(os.path.join(pkg, ".venv"))
     out = tmp_path / "functions.tif"
     script = tmp_path / "first_run.py"
     script.write_text(FRESH_PROFILE_SCRIPT.format(
-        tests=os.path.join(ROOT, "tests"), profile=str(profile), pkg=str(pkg),
+        tests=os.path.join(ROOT, "tests"), profile=str(profile), pkg=pkg,
         city=os.path.dirname(next(iter(sample_city.inputs.values()))),
         truth=str(sample_city.ground_truth), out=str(out)))
     proc = subprocess.run([SYSTEM_PYTHON, str(script)], env=env, capture_output=True, text=True,
@@ -223,3 +222,150 @@ def test_fresh_profile_installs_dependencies_then_classifies_the_sample_city(tmp
     assert lines["RUN_DONE"] == "RUN_DONE True" and out.is_file(), lines.get("RUN_STATUS")
     agreement = float(lines["AGREEMENT"].split()[1])
     assert agreement > 0.9, lines["AGREEMENT"]
+
+
+# --- the dialog on a laptop screen ------------------------------------------------------------
+@pytest.fixture
+def classify_dialog(iface, qgis_app):
+    from qgis.core import QgsSettings
+
+    from plugin.gui.dialog import ClassifyDialog
+    QgsSettings().remove("UrbanFunctions")
+    dlg = ClassifyDialog(iface)
+    yield dlg
+    dlg.close()
+    dlg.deleteLater()
+
+
+@pytest.mark.parametrize("advanced_open", [False, True])
+def test_dialog_fits_a_1366x768_screen(classify_dialog, advanced_open):
+    """Run, Cancel and Close stay on screen; the settings scroll (Advanced open too)."""
+    from qgis.PyQt.QtCore import QCoreApplication, QRect
+    dlg = classify_dialog
+    dlg.advanced.setCollapsed(not advanced_open)
+    free = QRect(0, 0, 1366, 768 - 40)   # a taskbar of 40 px
+    dlg.fit_to_screen(free)
+    dlg.show()
+    for _ in range(5):
+        QCoreApplication.processEvents()
+    title_bar = 32
+    assert dlg.height() + title_bar <= 768 - 40 and dlg.width() <= 1366
+    assert dlg.minimumSizeHint().height() + title_bar <= 768 - 40
+    inside = dlg.rect()
+    for button in (dlg.run_button, dlg.cancel_button, dlg.close_button):
+        assert button.isVisible(), button.text()
+        assert not dlg.scroll.isAncestorOf(button), button.text()
+        corner = button.mapTo(dlg, button.rect().bottomRight())
+        assert inside.contains(corner), (button.text(), corner, inside)
+    # the settings are reachable by scrolling when they do not fit
+    content = dlg.scroll.widget()
+    if content.sizeHint().height() > dlg.scroll.viewport().height():
+        assert dlg.scroll.verticalScrollBar().maximum() > 0
+    last = dlg.device if advanced_open else dlg.advanced   # the lowest setting shown
+    dlg.scroll.ensureWidgetVisible(last)
+    QCoreApplication.processEvents()
+    top = last.mapTo(dlg.scroll.viewport(), last.rect().topLeft())
+    assert 0 <= top.y() < dlg.scroll.viewport().height()
+
+
+def test_old_error_bar_goes_when_the_inputs_are_fixed(classify_dialog, sample_city, tmp_path,
+                                                       clean_project):
+    from qgis.core import QgsRasterLayer
+    dlg = classify_dialog
+    dlg.output_file.setFilePath(str(tmp_path / "functions.tif"))
+    assert dlg.run() is None                      # no input yet
+    assert [i.title() for i in dlg.bar.items()] == ["Cannot run"]
+    for modality, path in sample_city.inputs.items():
+        layer = QgsRasterLayer(path, modality, "gdal")
+        clean_project.addMapLayer(layer)
+        dlg.set_input(modality, layer)
+    assert dlg.problems() == []
+    assert dlg.bar.items() == [] and dlg.status.text() == ""
+    assert dlg.selected_model()[1].name == "sample-city-fusion"
+
+
+def test_demo_model_is_not_kept_for_real_layers(classify_dialog, sample_city, tmp_path,
+                                                clean_project):
+    """After the sample city, layers that are not the sample city never keep its demo model."""
+    from osgeo import gdal
+    from qgis.core import QgsRasterLayer
+    dlg = classify_dialog
+    s2 = sample_city.inputs["s2_summer"]
+    layer = QgsRasterLayer(s2, "city s2", "gdal")
+    clean_project.addMapLayer(layer)
+    dlg.set_input("s2_summer", layer)
+    assert dlg.selected_model()[1].name == "sample-city-fusion"
+    # the same pixels without the generator's tag: a user's own layer
+    plain = str(tmp_path / "my_s2.tif")
+    src = gdal.Open(s2)
+    copy = gdal.GetDriverByName("GTiff").CreateCopy(plain, src)
+    copy.SetMetadata({})
+    copy = src = None
+    mine = QgsRasterLayer(plain, "my s2", "gdal")
+    clean_project.addMapLayer(mine)
+    dlg.set_input("s2_summer", mine)
+    path, card = dlg.selected_model()
+    assert card is None or card.name != "sample-city-fusion"
+    if card is None:   # no real-data model for these inputs: the dialog says how to get one
+        assert "So2Sat" in dlg.model_info.text() or "train" in dlg.model_info.text().lower()
+        assert any("Choose a model" in p or "model" in p.lower() for p in dlg.problems())
+
+
+# --- GPU and diagnostics ----------------------------------------------------------------------
+def test_device_line_and_diagnostics_box(classify_dialog, qgis_app):
+    import onnxruntime
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from plugin.core.diagnostics import gpu_name
+    from plugin.gui.diagnostics_dialog import DiagnosticsDialog
+    dlg = classify_dialog
+    line = dlg.device_info.text()
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert "GPU" in line and "CUDA" in line
+    elif gpu_name():
+        assert gpu_name() in line and "onnxruntime-gpu" in line
+    else:
+        assert line == "Automatic uses the CPU (no NVIDIA GPU found)"
+    box = DiagnosticsDialog()
+    text = box.text.toPlainText()
+    from osgeo import gdal
+    from qgis.core import Qgis
+    for needed in (f"QGIS: {Qgis.QGIS_VERSION}", f"GDAL: {gdal.__version__}",
+                   f"onnxruntime: {onnxruntime.__version__}", "Execution providers: ",
+                   "CPUExecutionProvider", "NVIDIA GPU: ", "torch (training): ",
+                   "Venvs in use: ", "Urban Functions: 0."):
+        assert needed in text, needed
+    QApplication.clipboard().clear()
+    box.copy_button.click()
+    assert QApplication.clipboard().text() == text
+    box.deleteLater()
+
+
+# --- Processing: MODEL is a drop-down that still takes a path ----------------------------------
+def test_processing_model_drop_down(provider, tmp_path):
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+
+    from plugin.processing_provider.model_widget import BEST_FIT, ModelWidgetWrapper
+    alg = QgsApplication.processingRegistry().createAlgorithmById("urbanfunctions:classify")
+    dialog = AlgorithmDialog(alg)
+    try:
+        wrapper = dialog.mainWidget().wrappers["MODEL"]
+        assert isinstance(wrapper, ModelWidgetWrapper)
+        items = [wrapper.combo.itemText(i) for i in range(wrapper.combo.count())]
+        assert items[0] == BEST_FIT
+        for name in ("sample-city-fusion", "urban-fusion", "vhr-scenes-resnet"):
+            assert any(t.startswith(name + ": ") for t in items), (name, items)
+        assert wrapper.value() == ""                          # empty: best fit
+        wrapper.combo.setCurrentIndex(next(i for i, t in enumerate(items)
+                                           if t.startswith("urban-fusion: ")))
+        assert wrapper.value() == "urban-fusion"              # the name the engine finds
+        path = os.path.join(ROOT, "models", "sample_city_fusion.onnx")
+        wrapper.setValue(path)
+        assert wrapper.value() == path                        # a path still goes through
+        wrapper.setValue("vhr-scenes-resnet")
+        assert wrapper.combo.currentText().startswith("vhr-scenes-resnet: ")
+        params = dialog.mainWidget().createProcessingParameters()
+        assert params["MODEL"] == "vhr-scenes-resnet"
+    finally:
+        dialog.deleteLater()

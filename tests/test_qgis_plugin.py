@@ -34,14 +34,6 @@ def _remove_registered_provider():
 
 
 @pytest.fixture
-def clean_project(qgis_app):
-    from qgis.core import QgsProject
-    QgsProject.instance().clear()
-    yield QgsProject.instance()
-    QgsProject.instance().clear()
-
-
-@pytest.fixture
 def city_layers(clean_project, city_inputs):
     """The sample-city inputs the model accepts, as raster layers in the project."""
     from qgis.core import QgsRasterLayer

@@ -94,8 +94,8 @@ class InstallDialog(QDialog):
         intro = QLabel(INTRO)
         intro.setWordWrap(True)
         root.addWidget(intro)
-        self.training = QCheckBox("Also PyTorch and scikit-learn, to train models on your labels "
-                                  "(about 1 GB to download)")
+        self.training = QCheckBox("Also PyTorch and scikit-learn (to train on your labels)")
+        self.training.setToolTip("Needed only for Train on my area; about 1 GB to download.")
         self.training.toggled.connect(self._update_plan)
         root.addWidget(self.training)
         self.plan_label = QLabel("")
@@ -149,7 +149,8 @@ class InstallDialog(QDialog):
         self.status.setText("Installing…")
         task = InstallTask(self.plan)
         task.line.connect(self.log.appendPlainText)
-        task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        # bound methods of widgets: queued into the GUI thread (a lambda would run in the task's)
+        task.progressChanged.connect(self._on_progress)
         task.done.connect(self._done)
         self.task = task
         self.install_button.setEnabled(False)
@@ -157,6 +158,9 @@ class InstallDialog(QDialog):
         self.cancel_button.setEnabled(True)
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _on_progress(self, value):
+        self.progress.setValue(int(value))
 
     def cancel(self):
         if self.task is not None:
