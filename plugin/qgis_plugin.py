@@ -263,11 +263,13 @@ class UrbanFunctionsPlugin:
             self.labelling_dock.visibilityChanged.connect(self.labelling_action.setChecked)
         self.labelling_dock.setVisible(checked)
 
-    def show_install_dialog(self):
+    def show_install_dialog(self, training=False):
         from .gui.install_dialog import InstallDialog
         if self.install_dialog is None:
             self.install_dialog = InstallDialog(self.iface.mainWindow())
             self.install_dialog.installed.connect(self._dependencies_installed)
+        if training and not self.install_dialog.is_running():
+            self.install_dialog.training.setChecked(True)
         self.install_dialog.show()
         self.install_dialog.raise_()
         return self.install_dialog
@@ -280,6 +282,8 @@ class UrbanFunctionsPlugin:
         bar.clearWidgets()
         if self.dialog is not None:
             self.dialog.dependencies_changed()
+        if self.train_dialog is not None:
+            self.train_dialog.dependencies_changed()
         bar.pushMessage(TITLE, "Dependencies installed: Urban Functions can classify now.",
                         Qgis.Success, 10)
 
@@ -307,6 +311,8 @@ class UrbanFunctionsPlugin:
         from .gui.train_dialog import TrainDialog
         if self.train_dialog is None:
             self.train_dialog = TrainDialog(self.iface)
+            self.train_dialog.installRequested.connect(
+                lambda: self.show_install_dialog(training=True))
             # a new model appears in the classify dialog's list at once
             self.train_dialog.finished_training.connect(
                 lambda ok, _r: self.dialog.reload_models() if ok and self.dialog else None)

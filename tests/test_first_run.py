@@ -126,7 +126,13 @@ FRESH_PROFILE_SCRIPT = textwrap.dedent("""
     print('SETTINGS', QgsApplication.qgisSettingsDirPath())
     dlg = plugin.show_dialog()
     print('RUN_BEFORE', dlg.run_button.isEnabled())
-    inst = plugin.show_install_dialog()
+    tdlg = plugin.show_train_dialog()
+    print('TRAIN_BEFORE', tdlg.missing_packages(), tdlg.install_button.isVisible(),
+          tdlg.train_button.isEnabled())
+    tdlg.install_button.click()          # opens the installer with PyTorch ticked
+    inst = plugin.install_dialog
+    print('TRAINING_TICKED', inst.training.isChecked(), 'torch' in inst.plan.describe())
+    inst.training.setChecked(False)      # this test installs onnxruntime only
     print('PLAN', inst.plan.describe().replace(chr(10), ' | '))
     task = inst.start()
     print('STARTED', task is not None)
@@ -137,6 +143,7 @@ FRESH_PROFILE_SCRIPT = textwrap.dedent("""
     import onnxruntime
     print('ORT_FILE', onnxruntime.__file__)
     print('RUN_AFTER', dlg.run_button.isEnabled(), dlg.install_button.isVisible())
+    print('TRAIN_AFTER', tdlg.missing_packages())
     print('BAR_AFTER', iface.message_texts())
     plugin.load_sample_city(folder={city!r})
     print('CITY', wait(lambda: plugin.sample_task is None, 600))
@@ -214,6 +221,10 @@ def test_fresh_profile_installs_dependencies_then_classifies_the_sample_city(tmp
     # found without a restart, from the plugin's own venv in the profile
     assert f" {venv}/" in lines["ORT_FILE"], lines["ORT_FILE"]
     assert lines["RUN_AFTER"] == "RUN_AFTER True False"
+    # training: onnxruntime and PyTorch missing before, the installer opens with PyTorch ticked
+    assert lines["TRAIN_BEFORE"] == "TRAIN_BEFORE ['onnxruntime', 'PyTorch'] True False"
+    assert lines["TRAINING_TICKED"] == "TRAINING_TICKED True True"
+    assert lines["TRAIN_AFTER"] == "TRAIN_AFTER ['PyTorch']"
     assert "Dependencies installed" in lines["BAR_AFTER"]
     assert "cannot classify yet" not in lines["BAR_AFTER"]
     assert lines["CITY"] == "CITY True"

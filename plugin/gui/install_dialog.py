@@ -95,7 +95,8 @@ class InstallDialog(QDialog):
         intro.setWordWrap(True)
         root.addWidget(intro)
         self.training = QCheckBox("Also PyTorch and scikit-learn (to train on your labels)")
-        self.training.setToolTip("Needed only for Train on my area; about 1 GB to download.")
+        self.training.setToolTip("Needed only for Train on my area. A large download: over "
+                                 "1 GB (PyPI's Linux build of torch brings CUDA libraries).")
         self.training.toggled.connect(self._update_plan)
         root.addWidget(self.training)
         self.plan_label = QLabel("")

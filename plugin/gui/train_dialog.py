@@ -64,6 +64,7 @@ class _Feedback(QgsProcessingFeedback):
 
 class TrainDialog(QDialog):
     finished_training = pyqtSignal(bool, dict)   # ok, the algorithm's results
+    installRequested = pyqtSignal()              # "Install dependencies…" (with PyTorch)
 
     def __init__(self, iface=None, parent=None):
         super().__init__(parent or (iface.mainWindow() if iface else None))
@@ -160,6 +161,9 @@ class TrainDialog(QDialog):
         self.train_button = self.buttons.addButton("Train", QDialogButtonBox.AcceptRole)
         self.cancel_button = self.buttons.addButton("Cancel", QDialogButtonBox.RejectRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.install_button = self.buttons.addButton("Install dependencies…",
+                                                     QDialogButtonBox.ActionRole)
+        self.install_button.clicked.connect(lambda _checked=False: self.installRequested.emit())
         self.train_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.close)
@@ -172,6 +176,31 @@ class TrainDialog(QDialog):
             combo.setMinimumContentsLength(12)
         self.resize(620, 640)
         self.autofill_inputs()
+        self.dependencies_changed()
+
+    def missing_packages(self):
+        """What training needs and cannot find (torch is looked up, not imported: seconds)."""
+        import importlib.util
+
+        from ..core.environment import missing_dependencies
+        missing = [line.split(" ", 1)[0] for line in missing_dependencies()]
+        if importlib.util.find_spec("torch") is None:
+            missing.append("PyTorch")
+        return missing
+
+    def dependencies_changed(self):
+        """Show Install dependencies while something is missing, and say what (after an
+        install, the plugin calls this again)."""
+        missing = self.missing_packages()
+        self.install_button.setVisible(bool(missing))
+        self.train_button.setEnabled(not missing and self.task is None)
+        if missing:
+            self.status.setText(
+                f"<span style='color:#c00'>Training needs {html.escape(', '.join(missing))}: "
+                "press Install dependencies… and tick 'Also PyTorch and scikit-learn' (no "
+                "restart needed).</span>")
+        elif self.task is None:
+            self.status.setText("")
 
     # inputs -------------------------------------------------------------------------------
     def autofill_inputs(self):

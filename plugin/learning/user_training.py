@@ -540,10 +540,10 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     try:
         import torch
     except ImportError as exc:
-        raise ModelError("Training needs PyTorch, which is not installed beside QGIS. Install "
-                         "it into the plugin's environment (e.g. `.venv/bin/pip install torch` "
-                         "in a source checkout, or the plugin's Install dependencies action); "
-                         "classify works without it.") from exc
+        raise ModelError("Training needs PyTorch, which is not installed beside QGIS. In QGIS: "
+                         "Plugins > Urban Functions > Install dependencies…, tick 'Also PyTorch "
+                         "and scikit-learn' and press Install (no restart needed); in a source "
+                         "checkout: make setup. Classify works without it.") from exc
     base, base_path, config = load_base(request.base_model)
     if is_scene_model(base):
         if request.s2_trunk:
