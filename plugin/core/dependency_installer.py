@@ -26,6 +26,9 @@ NUMPY_CONSTRAINT = "numpy<2"
 TORCH = "torch==2.13.0"
 TRAINING_PACKAGES = (TORCH, "scikit-learn")
 ONNXRUNTIME_CPU, ONNXRUNTIME_GPU = "onnxruntime", "onnxruntime-gpu"
+# the GPU build with NVIDIA's CUDA and cuDNN runtime wheels, so no system CUDA install is needed
+# (onnxruntime's documented extras; loaded by onnxruntime.preload_dlls, see core.runtime)
+ONNXRUNTIME_GPU_SPEC = "onnxruntime-gpu[cuda,cudnn]"
 PIP_OPTIONS = ("--disable-pip-version-check", "--no-input", "--progress-bar", "off",
                "--timeout", "30", "--retries", "2")
 
@@ -118,7 +121,7 @@ def plan(venv, with_training=False, gpu=None, python=None):
     """What :func:`install` will run. ``gpu``: None = detect; '' = CPU build."""
     gpu = nvidia_gpu() if gpu is None else gpu
     python = python or base_python()
-    packages = [ONNXRUNTIME_GPU if gpu else ONNXRUNTIME_CPU]
+    packages = [ONNXRUNTIME_GPU_SPEC if gpu else ONNXRUNTIME_CPU]
     if with_training:
         packages += list(TRAINING_PACKAGES)
     vpy = venv_python(venv)

@@ -40,6 +40,22 @@ def requested_providers(device, available):
     return [CPU]
 
 
+_preloaded = []
+
+
+def _preload_cuda_libraries(ort):
+    """Load the CUDA/cuDNN libraries that pip's nvidia-* wheels put beside onnxruntime-gpu (what
+    Install dependencies installs), once. Harmless where they come from the system or torch;
+    when none are found the session falls back to CPU and the run reports it."""
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded.append(True)
+    try:
+        ort.preload_dlls()
+    except Exception:  # noqa: BLE001 - best effort: the provider that ran is reported anyway
+        pass
+
+
 class InferenceSession:
     """Thin wrapper: opens the model, knows its input names and the provider that really runs."""
 
@@ -49,6 +65,8 @@ class InferenceSession:
         if threads:
             opts.intra_op_num_threads = int(threads)
         providers = requested_providers(device, ort.get_available_providers())
+        if CUDA in providers:
+            _preload_cuda_libraries(ort)
         try:
             self._session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
         except Exception as exc:
