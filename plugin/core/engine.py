@@ -21,8 +21,13 @@ from .feeds import FeedReader
 from .grid import plan_grid
 from .model_card import read_card
 from .patches import PatchReader
+from .prefetch import TilePrefetcher
 from .runtime import InferenceSession
 from .tiling import StripAccumulator, blend_weights, tile_starts
+
+# tiles read ahead in a background thread while onnxruntime runs (0: read in line, no overlap);
+# a dense model reads at most one batch ahead, a patch model one tile (its windows are large)
+PREFETCH = True
 
 
 @dataclass
@@ -266,52 +271,61 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             graph_accs = {d.name: (d.output, StripAccumulator(len(d.bands), grid.width, th))
                           for d in written_derived(request, card) if d.kind == "graph_output"}
             done = 0
-            for ri, row in enumerate(rows):
-                batch = []
-                for ci, col in enumerate(cols):
-                    if is_cancelled():
-                        raise Cancelled("Cancelled by the user; no output was written.")
+            depth = (1 if patch_task else max(1, request.batch_size)) if PREFETCH else 0
+            windows = [(col, row, tw, th) for row in rows for col in cols]
+            with TilePrefetcher(reader.read, windows, depth) as tiles:
+                tile_stream = iter(tiles)
+                for ri, row in enumerate(rows):
+                    batch = []
+                    for ci, col in enumerate(cols):
+                        if is_cancelled():
+                            raise Cancelled("Cancelled by the user; no output was written.")
+                        (data, valid), seconds = next(tile_stream)
+                        timings["read_s"] += seconds
+                        if not valid.any():  # skip inference where no input has data
+                            acc.add(np.zeros((len(card.classes), th, tw), np.float32),
+                                    weights, col, row, valid)
+                            for _, gacc in graph_accs.values():
+                                gacc.add(np.zeros((gacc.n_classes, th, tw), np.float32),
+                                         weights, col, row, valid)
+                        elif patch_task:
+                            # the last tile of a row/column is shifted back to end flush with
+                            # the grid; its cells that an earlier tile already classified (same
+                            # window, same result) are not classified again
+                            fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
+                            t = time.perf_counter()
+
+                            def on_chunk(k, of, done=done):
+                                if is_cancelled():
+                                    raise Cancelled("Cancelled by the user; no output was "
+                                                    "written.")
+                                progress((done + k / max(of, 1)) / total,
+                                         f"Tile {done + 1} of {total}: {k} of {of} cells"
+                                         + eta.text((done + k / max(of, 1)) / total))
+                            probs = reader.infer(session, data, th, tw,
+                                                 chunk=64 * request.batch_size, only=fresh,
+                                                 on_chunk=on_chunk)
+                            timings["infer_s"] += time.perf_counter() - t
+                            acc.add(probs, weights * fresh, col, row, valid)
+                        else:
+                            batch.append((col, data, valid))
+                        if len(batch) == request.batch_size or (col == cols[-1] and batch):
+                            _infer(session, card, batch, acc, weights, row, timings, graph_accs)
+                            batch = []
+                        done += 1
+                        progress(done / total, f"Tile {done} of {total}" + eta.text(done / total))
+                    next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
                     t = time.perf_counter()
-                    data, valid = reader.read(col, row, tw, th)
-                    timings["read_s"] += time.perf_counter() - t
-                    if not valid.any():  # skip inference where no input has data
-                        acc.add(np.zeros((len(card.classes), th, tw), np.float32),
-                                weights, col, row, valid)
-                        for _, gacc in graph_accs.values():
-                            gacc.add(np.zeros((gacc.n_classes, th, tw), np.float32),
-                                     weights, col, row, valid)
-                    elif patch_task:
-                        # the last tile of a row/column is shifted back to end flush with the
-                        # grid; its cells that an earlier tile already classified (same window,
-                        # same result) are not classified again
-                        fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
-                        t = time.perf_counter()
-                        def on_chunk(k, of, done=done):
-                            if is_cancelled():
-                                raise Cancelled("Cancelled by the user; no output was written.")
-                            progress((done + k / max(of, 1)) / total,
-                                     f"Tile {done + 1} of {total}: {k} of {of} cells"
-                                     + eta.text((done + k / max(of, 1)) / total))
-                        probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size,
-                                             only=fresh, on_chunk=on_chunk)
-                        timings["infer_s"] += time.perf_counter() - t
-                        acc.add(probs, weights * fresh, col, row, valid)
-                    else:
-                        batch.append((col, data, valid))
-                    if len(batch) == request.batch_size or (col == cols[-1] and batch):
-                        _infer(session, card, batch, acc, weights, row, timings, graph_accs)
-                        batch = []
-                    done += 1
-                    progress(done / total, f"Tile {done} of {total}" + eta.text(done / total))
-                next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
-                t = time.perf_counter()
-                first, probs, valid = acc.flush_until(next_row)
-                writer.write_rows(first, probs, valid)
-                graph = {name: gacc.flush_until(next_row)[1]
-                         for name, (_, gacc) in graph_accs.items()}
-                for extra, derive in extras.values():
-                    extra.write_rows(first, derive(probs, graph), valid)
-                timings["write_s"] += time.perf_counter() - t
+                    first, probs, valid = acc.flush_until(next_row)
+                    writer.write_rows(first, probs, valid)
+                    graph = {name: gacc.flush_until(next_row)[1]
+                             for name, (_, gacc) in graph_accs.items()}
+                    for extra, derive in extras.values():
+                        extra.write_rows(first, derive(probs, graph), valid)
+                    timings["write_s"] += time.perf_counter() - t
+            # read_s is the reading itself (overlapped with inference when read ahead);
+            # read_wait_s what inference waited for it
+            timings["read_wait_s"] = tiles.waited_s if depth else timings["read_s"]
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
             if not writer.counts.any():
