@@ -250,7 +250,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     session = InferenceSession(request.model_path, request.device)
     _check_session(session, card)
     say(f"onnxruntime provider: {session.provider} (requested {', '.join(session.requested)}).")
-    timings = {"read_s": 0.0, "infer_s": 0.0, "write_s": 0.0}
+    timings = {"read_s": 0.0, "infer_s": 0.0, "blend_s": 0.0, "write_s": 0.0}
     progress(0.0, "Reading inputs")
 
     writer = None
@@ -306,7 +306,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                                                  chunk=64 * request.batch_size, only=fresh,
                                                  on_chunk=on_chunk)
                             timings["infer_s"] += time.perf_counter() - t
+                            t = time.perf_counter()
                             acc.add(probs, weights * fresh, col, row, valid)
+                            timings["blend_s"] += time.perf_counter() - t
                         else:
                             batch.append((col, data, valid))
                         if len(batch) == request.batch_size or (col == cols[-1] and batch):
@@ -386,7 +388,9 @@ def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None):
     t = time.perf_counter()
     outs = session.run(names, feed)
     timings["infer_s"] += time.perf_counter() - t
+    t = time.perf_counter()
     for k, (col, _, valid) in enumerate(batch):
         acc.add(outs[0][k], weights, col, row, valid)
         for out, (_, gacc) in zip(outs[1:], graph_accs.values()):
             gacc.add(out[k], weights, col, row, valid)
+    timings["blend_s"] += time.perf_counter() - t
