@@ -80,6 +80,23 @@ def select_bands(info, spec):
         "Provide a raster with exactly these bands in this order.")
 
 
+def aligned_offset(info, grid, tol=1e-6):
+    """Pixel offset (dx, dy) of ``grid`` inside the raster when both share CRS, pixel size and
+    phase (the raster can then be read directly, with no resampling); else None."""
+    gt = info.geotransform
+    if gt[2] or gt[4]:
+        return None
+    if abs(gt[1] - grid.cell) > tol * grid.cell or abs(-gt[5] - grid.cell) > tol * grid.cell:
+        return None
+    if not srs_from_wkt(info.crs_wkt).IsSame(srs_from_wkt(grid.crs_wkt)):
+        return None
+    dx = (grid.left - gt[0]) / grid.cell
+    dy = (gt[3] - grid.top) / grid.cell
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return int(round(dx)), int(round(dy))
+
+
 def read_source(src, *window):
     """``src.read(*window)``, with GDAL's read errors (a truncated or damaged file) turned into
     a message that names the layer."""
@@ -175,6 +192,14 @@ class ModalitySource:
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
+        self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
+        # an input already on the model's pixel grid is read as it is: the same values as the
+        # warped read (a 1:1 resampling returns the pixels), about three times faster
+        self._direct = aligned_offset(self.info, self.grid)
+        self._ds = src if self._direct is not None else None
+        if self._direct is not None:
+            self.notes.append(f"{spec.label} lies on the model's {spec.gsd_m:g} m pixel grid: "
+                              "read without resampling.")
         if self.bands != list(range(1, self.info.band_count + 1)):
             src = gdal.Translate("", src, format="VRT", bandList=self.bands)
         src_nodata = self.info.nodata
@@ -193,7 +218,7 @@ class ModalitySource:
             raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
         self._src = src  # keep the band-selection VRT alive as long as the warped VRT
         self._nb = len(self.bands)
-        self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
+        self._nodata = src_nodata
         self._own_stats = None
         if spec.dtype == "uint8" and self.info.dtype != "uint8":
             # imagery of another bit depth (11/12/16-bit, float): the card's 8-bit statistics
@@ -210,20 +235,50 @@ class ModalitySource:
         row = int(round((self.grid.top - grid_window.top) / f))
         w = int(round(grid_window.width * grid_window.cell / f))
         h = int(round(grid_window.height * grid_window.cell / f))
-        arr = self._vrt.ReadAsArray(col, row, w, h)
-        if arr.ndim == 2:  # a single band plus alpha always gives 3-d; guard anyway
-            arr = arr[None]
-        alpha = arr[self._nb]
-        valid = alpha > 127.5  # average resampling gives partial alpha at data edges
-        x = arr[: self._nb].astype(np.float32, copy=False)
+        if self._direct is not None:
+            x, valid = self._read_direct(col, row, w, h)
+        else:
+            arr = self._vrt.ReadAsArray(col, row, w, h)
+            if arr.ndim == 2:  # a single band plus alpha always gives 3-d; guard anyway
+                arr = arr[None]
+            alpha = arr[self._nb]
+            valid = alpha > 127.5  # average resampling gives partial alpha at data edges
+            x = arr[: self._nb].astype(np.float32, copy=False)
         valid &= np.all(np.isfinite(x), axis=0)
         x = normalize(x, self.spec, self._own_stats)
         x[:, ~valid] = 0.0
         return x, valid
 
+    def _read_direct(self, col, row, w, h):
+        """(values float32 [B, h, w], valid [h, w]) straight from the file; outside the raster
+        is invalid, as the warped read makes it."""
+        x0, y0 = col + self._direct[0], row + self._direct[1]
+        cx0, cy0 = max(x0, 0), max(y0, 0)
+        cx1, cy1 = min(x0 + w, self.info.width), min(y0 + h, self.info.height)
+        x = np.zeros((self._nb, h, w), np.float32)
+        valid = np.zeros((h, w), bool)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return x, valid
+        raw = self._ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=self.bands)
+        if raw.ndim == 2:
+            raw = raw[None]
+        part = raw.astype(np.float32)
+        ok = np.ones(part.shape[1:], bool)
+        if self._nodata is not None:
+            # as GDAL's warper does: nodata is per band (that band reads 0), and a pixel is
+            # nodata only where every band is
+            missing = np.isnan(part) if np.isnan(self._nodata) else raw == self._nodata
+            part[missing] = 0.0
+            ok = ~np.all(missing, axis=0)
+        sl = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+        x[(slice(None),) + sl] = part
+        valid[sl] = ok
+        return x, valid
+
     def close(self):
         self._vrt = None
         self._src = None
+        self._ds = None
 
 
 def resize_mask(valid, shape):

@@ -14,25 +14,11 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
-from .feeds import (FLOAT_TYPES, InputSet, band_order_note, band_statistics, check_plausible,
-                    normalize, read_source, select_bands)
-from .rasters import inspect_raster, srs_from_wkt
+from .feeds import (FLOAT_TYPES, InputSet, aligned_offset, band_order_note, band_statistics,
+                    check_plausible, normalize, read_source, select_bands)
+from .rasters import inspect_raster
 
 gdal.UseExceptions()
-
-
-def _aligned(info, grid, tol=1e-6):
-    """Pixel offset (dx, dy) of ``grid`` in the raster when both share CRS, size and phase."""
-    gt = info.geotransform
-    if abs(gt[1] - grid.cell) > tol * grid.cell or abs(-gt[5] - grid.cell) > tol * grid.cell:
-        return None
-    if not srs_from_wkt(info.crs_wkt).IsSame(srs_from_wkt(grid.crs_wkt)):
-        return None
-    dx = (grid.left - gt[0]) / grid.cell
-    dy = (gt[3] - grid.top) / grid.cell
-    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
-        return None
-    return int(round(dx)), int(round(dy))
 
 
 class PatchSource:
@@ -52,7 +38,7 @@ class PatchSource:
             nodata = float("nan")
         self.nodata = nodata
         self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
-        offset = _aligned(self.info, self.grid)
+        offset = aligned_offset(self.info, self.grid)
         if offset is not None:
             self.ds, self.offset = src, offset
             self.size = (self.info.width, self.info.height)
