@@ -6,11 +6,11 @@ just to print its version.
 """
 import functools
 import importlib.metadata
-import os
 import platform
 import sys
 
 from .environment import PLUGIN_ROOT, active_venvs
+from .manifest import plugin_version
 
 
 def _version(dist):
@@ -18,17 +18,6 @@ def _version(dist):
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-def plugin_version():
-    try:
-        with open(os.path.join(PLUGIN_ROOT, "metadata.txt"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("version="):
-                    return line.split("=", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 @functools.lru_cache(maxsize=1)
