@@ -16,6 +16,7 @@ from .publication import partial_file, publish
 gdal.UseExceptions()
 
 NODATA = 0
+READ_BACK_CELLS = 1 << 22   # cells per strip when a finished file is read back
 CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
                     "BIGTIFF=IF_SAFER"]
 
@@ -67,8 +68,11 @@ class AtomicGeoTiff:
     def _setup(self):
         """Band metadata of the subclass."""
 
-    def _check_band(self, index, band, data):
-        """Subclass check of band ``index`` read back (``data``: the whole band)."""
+    def _check_strip(self, index, data):
+        """Subclass check of rows of band ``index`` read back (called strip by strip)."""
+
+    def _check_band(self, index, band):
+        """Subclass check of band ``index`` once all its strips were read back."""
 
     overview_resampling = "NEAREST"
 
@@ -116,9 +120,13 @@ class AtomicGeoTiff:
         # (this also loads the PAM sidecar: GTiff reads category names only after it)
         if not np.allclose(ds.GetGeoTransform(), self.geotransform, rtol=1e-12, atol=0):
             raise RuntimeError("the file read back has the wrong georeferencing.")
+        width, height = ds.RasterXSize, ds.RasterYSize
+        step = max(1, READ_BACK_CELLS // max(width, 1))   # strips: memory stays flat
         for i in range(1, ds.RasterCount + 1):
             band = ds.GetRasterBand(i)
-            self._check_band(i, band, band.ReadAsArray())
+            for y in range(0, height, step):
+                self._check_strip(i, band.ReadAsArray(0, y, width, min(step, height - y)))
+            self._check_band(i, band)
 
     def publish(self, overwrite=True):
         """Move the finished file onto its target (its PAM sidecar first: GTiff keeps category
@@ -162,6 +170,7 @@ class ClassRasterWriter(AtomicGeoTiff):
         self.band_name = band_name
         self.codes = np.array([c.code for c in classes], np.uint8)
         self.counts = np.zeros(len(classes), np.int64)
+        self._found = np.zeros(256, np.int64)   # counts read back
         super().__init__(path, grid, 2 if confidence else 1, gdal.GDT_Byte, description)
 
     def _setup(self):
@@ -193,10 +202,14 @@ class ClassRasterWriter(AtomicGeoTiff):
             conf = np.clip(np.round(probs.max(axis=0) * 100), 1, 100).astype(np.uint8)
             self.write(2, np.where(valid, conf, NODATA), row)
 
-    def _check_band(self, index, band, data):
+    def _check_strip(self, index, data):
+        if index == 1:
+            self._found += np.bincount(data.ravel(), minlength=256)
+
+    def _check_band(self, index, band):
         if index != 1:
             return
-        found = np.bincount(data.ravel(), minlength=256)[self.codes]
+        found = self._found[self.codes]
         if not np.array_equal(found, self.counts):
             raise RuntimeError("the class counts read back differ from those written.")
         names = band.GetCategoryNames() or []
