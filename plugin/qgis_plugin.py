@@ -149,6 +149,7 @@ class UrbanFunctionsPlugin:
         self.install_action = None
         self.install_dialog = None
         self.diagnostics_action = None
+        self.missing_item = None       # our "cannot classify yet" message on QGIS's bar
 
     # Processing ---------------------------------------------------------------------------------
     def initProcessing(self):
@@ -215,6 +216,7 @@ class UrbanFunctionsPlugin:
             button.clicked.connect(lambda _checked=False: self.show_install_dialog())
             item.layout().addWidget(button)
             bar.pushWidget(item, Qgis.Warning, 0)
+            self.missing_item = item
 
     def unload(self):
         if self.dialog is not None:
@@ -279,7 +281,12 @@ class UrbanFunctionsPlugin:
         from .core.environment import missing_dependencies
         self.missing = missing_dependencies()
         bar = self.iface.messageBar()
-        bar.clearWidgets()
+        if self.missing_item is not None:   # only our own message: the bar is QGIS's
+            try:
+                bar.popWidget(self.missing_item)
+            except RuntimeError:   # the user closed it already
+                pass
+            self.missing_item = None
         if self.dialog is not None:
             self.dialog.dependencies_changed()
         if self.train_dialog is not None:

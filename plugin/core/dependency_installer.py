@@ -193,7 +193,7 @@ def install(plan_, on_line=print, cancelled=lambda: False, on_step=None):
                 on_step(index, len(plan_.steps), label)
             on_line(f"$ {' '.join(argv)}")
             output = _run(argv, env, on_line, cancelled)
-            if output is not None and "uninstall" not in argv:
+            if output is not None:   # (pip uninstall of an absent package succeeds)
                 raise InstallError(diagnose(output, plan_))
         check = subprocess.run([venv_python(plan_.venv), "-c", "import onnxruntime, numpy; "
                                 "print(onnxruntime.__version__, numpy.__version__)"],

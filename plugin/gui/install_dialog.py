@@ -127,17 +127,24 @@ class InstallDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         root.addWidget(self.buttons)
         self.plan = None
+        # asked once: finding the interpreter and the GPU runs subprocesses
+        try:
+            self._python = installer.base_python()
+        except installer.InstallError as exc:
+            self._python, self._python_error = None, str(exc)
+        from ..core.diagnostics import gpu_name
+        self._gpu = gpu_name()
         self._update_plan()
 
     def _update_plan(self, *_):
-        try:
-            self.plan = installer.plan(self.venv, with_training=self.training.isChecked())
-        except installer.InstallError as exc:
+        if self._python is None:
             self.plan = None
             self.plan_label.setText("")
-            self.status.setText(str(exc))
+            self.status.setText(self._python_error)
             self.install_button.setEnabled(False)
             return
+        self.plan = installer.plan(self.venv, with_training=self.training.isChecked(),
+                                   gpu=self._gpu, python=self._python)
         self.plan_label.setText(self.plan.describe())
         self.install_button.setEnabled(self.task is None)
 
