@@ -7,13 +7,14 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample train-vhr train-fusion fusion-ablations evidence-osm evidence-vhr screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr reexport-vhr train-fusion fusion-ablations evidence-osm evidence-vhr screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
 	@echo "make test          run the test suite (what CI runs)"
 	@echo "make bench         speed and memory benchmarks"
 	@echo "make train-sample  retrain the bundled sample-city model"
+	@echo "make reexport-vhr  export the VHR scene model's weights again as the shared-trunk graph, re-run its map-level study (about 2 min)"
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
 	@echo "make fusion-ablations  the fusion ablation study (6 variants x 3 seeds, short schedule; about 100 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
@@ -39,6 +40,9 @@ train-sample: setup
 
 train-vhr: setup
 	@$(PY) -m plugin.learning.train_vhr --out models/vhr_scenes_resnet.onnx
+
+reexport-vhr: setup
+	@$(PY) -m plugin.learning.train_vhr --reexport models/vhr_scenes_resnet.onnx
 
 train-fusion: setup
 	@$(PY) -m plugin.learning.fusion.train --out models/urban_fusion.onnx

@@ -17,7 +17,7 @@ cases pin it to 64 MB so that the engine's own memory shows: Sentinel-2-only ras
 sizes (time should grow linearly, memory stay flat), and one raster laid out wide and tall (the
 widest raster's memory). Results: stdout and build/bench.json.
 
-Usage: python scripts/bench.py [--repeats N] [--sizes 4,16,64] [--quick]
+Usage: python scripts/bench.py [--repeats N] [--sizes 4,16,64] [--quick] [--speed-only]
 """
 import argparse
 import json
@@ -85,6 +85,7 @@ def raw_ort_seconds(request):
     from plugin.core.patches import PatchReader
     from plugin.core.runtime import InferenceSession
     from plugin.core.tiling import tile_starts
+    from plugin.core.shared_trunk import resolve_mode
     card = read_card(request.model_path)
     grid = plan_grid(card, request.inputs)
     tile, overlap = resolve_tiling(card, grid, None, None, lambda _m: None)
@@ -95,24 +96,28 @@ def raw_ort_seconds(request):
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
     session = InferenceSession(request.model_path, request.device)
     batches = []
-    reader_class = PatchReader if patch else FeedReader
-    with reader_class(card, request.inputs, grid) as reader:
+
+    mode = resolve_mode(card.patch, request.patch_mode)[0] if patch else None
+    reader = (PatchReader(card, request.inputs, grid, mode=mode) if patch
+              else FeedReader(card, request.inputs, grid))
+
+    class Recorder:
+        """Stands in for the session: records the feeds the engine's own patch code makes."""
+
+        def run(self, _name, feed):
+            batches.append(feed)
+            p, n = card.patch, feed[card.patch.input].shape[0]
+            if p.pool_inputs and p.pool_inputs[0] in feed:
+                return np.zeros((n, len(card.classes), feed[p.pool_inputs[0]].shape[0],
+                                 feed[p.pool_inputs[1]].shape[0]), np.float32)
+            return np.zeros((n, len(card.classes)), np.float32)
+    with reader:
         if patch:
-            p = card.patch
             for ri, row in enumerate(rows):
                 for ci, col in enumerate(cols):
                     windows, _valid = reader.read(col, row, tw, th)
-                    fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
-                    for x, cells in windows.values():
-                        idx = np.flatnonzero(cells & fresh)
-                        view = np.lib.stride_tricks.sliding_window_view(
-                            x, (p.patch_px, p.patch_px), axis=(1, 2))[:, ::p.stride_px,
-                                                                       ::p.stride_px]
-                        rr, cc = np.unravel_index(idx, cells.shape)
-                        n = 64 * request.batch_size
-                        for k in range(0, idx.size, n):
-                            batches.append({p.input: np.ascontiguousarray(
-                                view[:, rr[k:k + n], cc[k:k + n]].transpose(1, 0, 2, 3))})
+                    reader.infer(Recorder(), windows, th, tw, chunk=64 * request.batch_size,
+                                 only=_fresh_cells(rows, cols, ri, ci, th, tw))
         else:
             tiles = [reader.read(col, row, tw, th)[0] for row in rows for col in cols]
             for k in range(0, len(tiles), request.batch_size):
@@ -129,7 +134,8 @@ def child(args):
     """One classification (and the raw-ORT baseline when asked), numbers as JSON on stdout."""
     from plugin.core.engine import ClassifyRequest, run_classification
     inputs, out, model, raw = json.loads(args[0]), args[1], args[2], args[3] == "raw"
-    request = ClassifyRequest(inputs, model, out, overwrite=True)
+    mode = args[4] if len(args) > 4 and args[4] != "-" else None
+    request = ClassifyRequest(inputs, model, out, overwrite=True, patch_mode=mode)
     r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     res = run_classification(request)
     wall = time.perf_counter() - t
@@ -145,23 +151,24 @@ def child(args):
     print(json.dumps(result))
 
 
-def run_once(name, inputs, model, raw=False, pinned=False):
+def run_once(name, inputs, model, raw=False, pinned=False, mode=None):
     out = os.path.join(BUILD, f"{name}.tif")
     env = dict(os.environ)
     env.pop("GDAL_CACHEMAX", None)
     if pinned:
         env["GDAL_CACHEMAX"] = PINNED_CACHE_MB
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(inputs), out, model,
-                           "raw" if raw else "-"], capture_output=True, text=True, cwd=ROOT,
+                           "raw" if raw else "-", mode or "-"], capture_output=True, text=True,
+                          cwd=ROOT,
                           env=env)
     if proc.returncode != 0:
         raise SystemExit(f"bench case {name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def speed_case(name, inputs, model, repeats):
+def speed_case(name, inputs, model, repeats, mode=None):
     """Repeated runs with the raw-ORT baseline each time; min and median."""
-    runs = [run_once(name, inputs, MODELS[model], raw=True) for _ in range(repeats)]
+    runs = [run_once(name, inputs, MODELS[model], raw=True, mode=mode) for _ in range(repeats)]
     best = min(runs, key=lambda r: r["seconds"])
     secs = [r["seconds"] for r in runs]
     ratios = [r["raw_ort_s"] / r["seconds"] for r in runs]
@@ -173,7 +180,7 @@ def speed_case(name, inputs, model, repeats):
             "engine_vs_raw_ort": max(ratios), "engine_vs_raw_ort_median": statistics.median(ratios),
             "cpu_share": best["cpu_share"], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "breakdown_s": {k: round(v, 3) for k, v in t.items()}, "provider": best["provider"],
-            "repeats": repeats, "gdal_cachemax": best["gdal_cachemax"]}
+            "repeats": repeats, "gdal_cachemax": best["gdal_cachemax"], "patch_mode": mode}
     print(f"{name:<34} {case['cells']:>9,d} cells  min {case['seconds_min']:6.1f} s "
           f"(median {case['seconds_median']:5.1f})  {case['cells_per_s']:>9,.0f} cells/s  "
           f"{case['mpix_per_s']:6.2f} MPix/s  engine/raw ORT {case['engine_vs_raw_ort']:.2f}  "
@@ -182,6 +189,35 @@ def speed_case(name, inputs, model, repeats):
           f" infer {t['infer_s']:.2f}, blend {t.get('blend_s', 0):.2f}, write {t['write_s']:.2f}"
           f"; raw ORT {case['raw_ort_s_min']:.2f} s")
     return case
+
+
+def compare_mode_maps(city):
+    """The scene model's maps of the sample city in each patch mode (written by the speed
+    cases): the share of cells equal to the windows map, and the agreement with the city's
+    truth (the class of each 30 m cell, on cells of one class only)."""
+    from osgeo import gdal
+    maps = {}
+    for mode in ("windows", "accurate", "fast"):
+        ds = gdal.Open(os.path.join(BUILD, f"sample city VHR, vhr-scenes-resnet, {mode}.tif"))
+        maps[mode] = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+    h, w = maps["windows"].shape
+    ds = gdal.Open(city.ground_truth)
+    truth = ds.GetRasterBand(1).ReadAsArray()
+    f = int(round(30.0 / ds.GetGeoTransform()[1]))
+    ds = None
+    blocks = truth[:h * f, :w * f].reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, -1)
+    pure = (blocks == blocks[..., :1]).all(axis=-1)
+    out = {}
+    for mode, m in maps.items():
+        out[mode] = {"same_as_windows": float((m == maps["windows"]).mean()),
+                     "agreement_with_truth_pure_cells": float((m[pure] == blocks[pure, 0]).mean()),
+                     "pure_cells": int(pure.sum())}
+        print(f"{'':<34} {mode:<8} map: {out[mode]['same_as_windows']:.1%} of cells as the "
+              f"windows map; agrees with the sample city's truth on "
+              f"{out[mode]['agreement_with_truth_pure_cells']:.1%} of {int(pure.sum())} "
+              "one-class cells")
+    return out
 
 
 def memory_case(name, width, height, pinned=True):
@@ -202,6 +238,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="4,16,64", help="MPix of the memory cases")
     parser.add_argument("--quick", action="store_true", help="1 repeat, sizes 1,4,16")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the speed cases (no memory cases, no memory gate)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.sizes = 1, "1,4,16"
@@ -218,9 +256,24 @@ def main(argv=None):
         "sample city, 6 inputs", city.inputs, "sample-city-fusion", args.repeats)
     results["speed"]["sample_city_urban_fusion"] = speed_case(
         "sample city, 6 inputs, urban-fusion", city.inputs, "urban-fusion", args.repeats)
-    results["speed"]["sample_city_vhr_scenes"] = speed_case(
-        "sample city VHR, vhr-scenes-resnet", {"vhr": city.vhr}, "vhr-scenes-resnet",
-        args.repeats)
+    # the scene model in each patch mode: the shared trunk against window by window
+    for mode in ("accurate", "fast", "windows"):
+        results["speed"][f"sample_city_vhr_scenes_{mode}"] = speed_case(
+            f"sample city VHR, vhr-scenes-resnet, {mode}", {"vhr": city.vhr},
+            "vhr-scenes-resnet", args.repeats, mode)
+    per_s = {m: results["speed"][f"sample_city_vhr_scenes_{m}"]["cells_per_s"]
+             for m in ("accurate", "fast", "windows")}
+    results["speed"]["vhr_scenes_speedup"] = {m: per_s[m] / per_s["windows"]
+                                              for m in ("accurate", "fast")}
+    print(f"{'':<34} shared trunk vs. window by window: accurate x"
+          f"{per_s['accurate'] / per_s['windows']:.1f}, fast x{per_s['fast'] / per_s['windows']:.1f}"
+          " cells/s")
+    results["speed"]["vhr_scenes_maps"] = compare_mode_maps(city)
+    if args.speed_only:
+        with open(os.path.join(ROOT, "build", "bench_speed.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"Results: {os.path.join('build', 'bench_speed.json')}")
+        return
     print(f"\nMemory (GDAL cache pinned to {PINNED_CACHE_MB} MB; Sentinel-2 only, "
           "sample-city-fusion):")
     for mpix in sizes:

@@ -62,6 +62,9 @@ def test_card_declares_a_vhr_patch_classifier(card):
     assert p.patch_px == 96 and 0.8 * 0.7 <= p.gsd_m <= 0.8 * 1.35
     assert card.raw["patch"]["window_ground_m"] == pytest.approx(p.patch_px * p.gsd_m)
     assert os.path.getsize(MODEL) <= 20e6
+    # the graph runs its trunk once per tile; the card says so and names the pooling inputs
+    assert p.trunk_stride == 32 and p.pool_inputs == ("pool_rows", "pool_cols")
+    assert p.default_mode == "accurate" and card.onnx_inputs == {"vhr", "pool_rows", "pool_cols"}
 
 
 def test_card_records_data_training_and_validation_metrics(card):
@@ -92,6 +95,13 @@ def test_card_records_data_training_and_validation_metrics(card):
     assert {m["tested_on"] for m in cross.values()} == {"AID", "UCM", "RSSCN7"}
     arch = raw["architecture"]
     assert arch["config"]["feature_dim"] == 256 and arch["parameters"] > 0
+    # the patch modes measured on the real validation mosaic: the default (accurate) is at
+    # least 5x faster than window by window and not less accurate
+    modes = raw["metrics"]["map_level"]["modes"]["runs"]
+    assert set(modes) == {"fast", "accurate", "windows"}
+    assert modes["windows"]["same_as_windows_labelled"] == 1.0
+    assert modes["accurate"]["cells_per_s"] >= 5 * modes["windows"]["cells_per_s"]
+    assert modes["accurate"]["overall_accuracy"] >= modes["windows"]["overall_accuracy"]
 
 
 def test_markdown_card_is_generated_from_the_stored_card(card):
@@ -101,14 +111,21 @@ def test_markdown_card_is_generated_from_the_stored_card(card):
 
 
 def test_onnx_gives_probabilities_and_matches_torch(card):
+    """Windows classified one by one through the shared-trunk graph (the engine's ``windows``
+    mode) are exactly the per-patch network with its test-time views."""
     import onnxruntime as ort
+    from plugin.core.shared_trunk import classify_windows
     sess = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
     p = card.patch
+    assert p.trunk_stride == 32 and p.views == ("identity", "flip_x", "flip_y", "transpose")
+
+    def run(feed):
+        return sess.run([card.output.name], feed)[0]
     x = np.random.default_rng(0).normal(0, 1, (5, 3, p.patch_px, p.patch_px)).astype(np.float32)
-    probs = sess.run([card.output.name], {p.input: x})[0]
+    probs = classify_windows(run, p, x, p.views)
     assert probs.shape == (5, 8)
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    one = sess.run([card.output.name], {p.input: x[2:3]})[0]
+    one = classify_windows(run, p, x[2:3], p.views)
     assert np.allclose(one, probs[2:3], atol=1e-5), "batch size must not change results"
     torch = pytest.importorskip("torch", reason="torch is not installed (training extra): the "
                                 "torch side of the parity check is skipped")
@@ -231,6 +248,27 @@ def test_processing_classifies_a_mosaic_of_real_scenes(provider, scene_mosaic, c
     print(f"\nwindows labelled with their block's class: {report}; mean {np.mean(shares):.0%}")
     assert min(shares) > 0.5, f"windows inside each scene labelled with its class: {report}"
     assert np.mean(shares) > 0.75, report
+
+
+@needs_shared
+def test_patch_modes_on_the_mosaic_of_real_scenes(scene_mosaic, card, tmp_path):
+    """The shared trunk (accurate, the default; fast) against window by window on real scenes
+    of all three sources: the default is not less accurate than the per-window network."""
+    from plugin.core.engine import ClassifyRequest, run_classification
+    path, classes, _ = scene_mosaic
+    mean_share, maps = {}, {}
+    for mode in ("windows", "accurate", "fast"):
+        res = run_classification(ClassifyRequest({"vhr": path}, MODEL,
+                                                 str(tmp_path / f"{mode}.tif"), patch_mode=mode))
+        ds = gdal.Open(res.output_path)
+        maps[mode] = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+        mean_share[mode] = float(np.mean(_block_scores(maps[mode], card, classes)))
+    same = {m: float((maps[m] == maps["windows"]).mean()) for m in ("accurate", "fast")}
+    print(f"\nmean share of windows with their district's class: {mean_share}; same class as "
+          f"the windows map: {same}")
+    assert mean_share["accurate"] >= mean_share["windows"] - 0.01
+    assert mean_share["fast"] > 0.75 and min(same.values()) > 0.65
 
 
 @pytest.mark.qgis

@@ -23,6 +23,7 @@ from .model_card import read_card
 from .patches import PatchReader
 from .prefetch import TilePrefetcher
 from .runtime import InferenceSession
+from .shared_trunk import MODE_LABELS
 from .tiling import StripAccumulator, blend_weights, tile_starts
 
 # tiles read ahead in a background thread while onnxruntime runs (0: read in line, no overlap);
@@ -45,6 +46,8 @@ class ClassifyRequest:
     probabilities: bool = False          # also write <stem>_probabilities.tif (float32 per class)
     optional_outputs: bool = False       # also the card's optional graph outputs (e.g. gates)
     overwrite: bool = False
+    patch_mode: Optional[str] = None     # patch classifiers: fast | accurate | windows (None:
+                                         # the card's default; see core.shared_trunk)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ClassifyResult:
     timings: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
     extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
+    patch_mode: Optional[str] = None    # patch classifiers: the mode that ran
 
 
 MIN_GRID_CELLS = 4   # a map of fewer cells across says nothing (a 1 x 1 pixel input, a sliver)
@@ -255,13 +259,22 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     writer = None
     extras = {}
+    patch_mode = None
     eta = TimeLeft(grid.width * grid.height)
     try:
-        reader_class = PatchReader if patch_task else FeedReader
-        with reader_class(card, inputs, grid, request.aoi) as reader:
+        if patch_task:
+            reader = PatchReader(card, inputs, grid, request.aoi, request.patch_mode)
+        else:
+            reader = FeedReader(card, inputs, grid, request.aoi)
+        with reader:
             for source in reader.sources.values():
                 for note in source.notes:
                     say(note)
+            if patch_task:
+                if reader.mode_note:
+                    say(reader.mode_note)
+                say(f"Patch mode: {MODE_LABELS[reader.mode]}.")
+                patch_mode = reader.mode
             writer = ClassRasterWriter(request.output_path, grid, card.classes,
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}")
@@ -337,6 +350,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     f"{grid.cell:g} m cell): nothing was written.")
             if patch_task:
                 timings["patches"] = reader.patches_classified
+                timings["network_pixels"] = reader.trunk_pixels
             progress(1.0, "Writing overviews")
             t = time.perf_counter()
             areas = [ClassArea(c.code, c.name, c.label, c.color, int(n),
@@ -345,7 +359,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             seconds = time.perf_counter() - t_start
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, tile, overlap, total,
-                                      timings, seconds, areas, messages, extra_paths)
+                                      timings, seconds, areas, messages, extra_paths, patch_mode)
             # everything is finished and read back before anything is published, so a full
             # disk or a failed extra output leaves no file under any final name
             for extra, _ in extras.values():
@@ -378,7 +392,8 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
         raise
     return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
                           session.providers, time.perf_counter() - t_start, areas, card, grid,
-                          timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()})
+                          timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()},
+                          patch_mode)
 
 
 def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None):

@@ -34,7 +34,7 @@ def _input_record(path, spec):
 
 
 def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, areas, messages,
-          extra_outputs=None):
+          extra_outputs=None, patch_mode=None):
     doc = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plugin": {"name": "Urban Functions", "version": plugin_version()},
@@ -53,7 +53,8 @@ def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, 
                  {"mode": "extent", "extent": list(request.extent[:4])} if request.extent else
                  {"mode": "overlap of the inputs"}),
         "tiling": {"tile_cells": tile, "overlap_cells": overlap, "tiles": tiles,
-                   "batch_size": request.batch_size, "blending": "raised-cosine weights"},
+                   "batch_size": request.batch_size, "blending": "raised-cosine weights",
+                   **({"patch_mode": patch_mode} if patch_mode else {})},
         "execution": {"device_requested": request.device, "providers_requested": session.requested,
                       "provider": session.provider, "providers": session.providers},
         "timings_s": dict({k: round(v, 3) for k, v in timings.items()}, total=round(seconds, 3)),

@@ -33,6 +33,9 @@ Two tasks:
   beyond the raster come from ``padding`` (numpy ``symmetric``), and the probabilities of all
   present inputs are averaged (``fusion.method`` ``mean_probs``). ``rounding: float16`` feeds
   ``float16(float16(raw) * scale)`` as the original pipelines of some models do.
+  With ``patch.shared_trunk`` (``stride_px``, ``pool_rows``, ``pool_cols``, ``views``,
+  ``default_mode``) the graph instead takes a tile of windows plus two pooling matrices and
+  returns ``[N, C, h, w]``: the trunk runs once per tile (:mod:`.shared_trunk`).
 """
 import json
 import math
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import ModelError
+from .shared_trunk import MODES, VIEWS
 
 SCHEMA = "urban-functions-model-card/1"
 METADATA_KEY = "model_card"
@@ -122,6 +126,11 @@ class PatchSpec:
     window_lo: int      # first patch pixel relative to the cell's upper-left pixel
     window_hi: int      # last patch pixel (inclusive)
     padding: str = "symmetric"
+    # shared-trunk graphs (see :mod:`.shared_trunk`); trunk_stride 0: one window per graph call
+    trunk_stride: int = 0
+    pool_inputs: tuple = ()
+    views: tuple = ("identity",)
+    default_mode: str = "windows"
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,7 @@ class ModelCard:
     def onnx_inputs(self):
         """The graph's input names the engine feeds."""
         if self.patch is not None:
-            return {self.patch.input}
+            return {self.patch.input} | set(self.patch.pool_inputs)
         return {i.name for i in self.inputs} | ({self.mask_input} if self.mask_input else set())
 
     def tile_multiple(self) -> int:
@@ -402,9 +411,24 @@ def _parse_patch(data, inputs, output):
     stride = int(_req(raw, "stride_px", "patch"))
     gsd = float(_req(raw, "gsd_m", "patch"))
     lo, hi = (int(v) for v in raw.get("window_px", (-(size // 2), size - size // 2 - 1)))
+    shared = raw.get("shared_trunk") or {}
+    extra = {}
+    if shared:
+        trunk = int(_req(shared, "stride_px", "patch.shared_trunk"))
+        views = tuple(shared.get("views") or ("identity",))
+        extra = dict(trunk_stride=trunk, views=views,
+                     pool_inputs=(str(shared.get("pool_rows", "pool_rows")),
+                                  str(shared.get("pool_cols", "pool_cols"))),
+                     default_mode=str(shared.get("default_mode", "accurate")))
+        if trunk < 1 or size % trunk:
+            raise ModelError(f"Model card: the patch ({size} px) must be a whole number of "
+                             f"trunk strides ({trunk} px).")
+        if extra["default_mode"] not in MODES or set(views) - set(VIEWS):
+            raise ModelError(f"Model card: shared_trunk default_mode must be one of {MODES} "
+                             f"and views among {VIEWS}.")
     spec = PatchSpec(input=str(raw.get("input") or inputs[0].onnx_input), patch_px=size,
                      stride_px=stride, gsd_m=gsd, window_lo=lo, window_hi=hi,
-                     padding=str(raw.get("padding", "symmetric")))
+                     padding=str(raw.get("padding", "symmetric")), **extra)
     if hi - lo + 1 != size or stride < 1 or size < 1:
         raise ModelError(f"Model card: patch window {lo}..{hi} does not hold {size} pixels.")
     if lo > 0 or hi < stride - 1:

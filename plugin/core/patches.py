@@ -7,6 +7,9 @@ whole image. When an input already lies on that pixel grid (same CRS, pixel size
 read directly, with no resampling at all; otherwise it is warped onto the grid on the fly.
 Several inputs feeding the same ONNX input (e.g. seasons) are classified separately and their
 probabilities averaged per cell over the inputs that have data there.
+
+A model with a shared-trunk graph (card ``patch.shared_trunk``) runs its trunk once per tile
+instead of once per window (``fast`` / ``accurate`` modes, :mod:`.shared_trunk`).
 """
 import time
 
@@ -17,6 +20,7 @@ from .errors import InputError
 from .feeds import (FLOAT_TYPES, InputSet, aligned_offset, band_order_note, band_statistics,
                     check_plausible, normalize, read_source, select_bands)
 from .rasters import inspect_raster
+from .shared_trunk import classify_tile, classify_windows, resolve_mode, tile_pixels
 
 gdal.UseExceptions()
 
@@ -112,18 +116,29 @@ class PatchReader(InputSet):
     """Reads tiles of output cells as normalised input windows; classifies their patches."""
     source_class = PatchSource
 
-    def __init__(self, card, inputs, grid, aoi=None):
+    def __init__(self, card, inputs, grid, aoi=None, mode=None):
         self.patch = card.patch
         self.patches_classified = 0   # over all inputs and tiles (reported in the timings)
+        self.trunk_pixels = 0         # pixels run through the network (all views)
         self._chunk = None            # patches per inference call once a call took too long
+        self.mode, self.mode_note = resolve_mode(card.patch, mode)
+        self.shared = self.mode != "windows"
         super().__init__(card, inputs, grid, aoi)
 
     def read(self, col, row, ncols, nrows):
-        """(windows: modality -> (values [B, h, w], cell valid [nrows, ncols]), valid_any)."""
+        """(windows: modality -> (values [B, h, w], cell valid [nrows, ncols]), valid_any).
+        For a shared trunk the tile reaches on to whole trunk strides (real pixels, or padding
+        beyond the raster)."""
         p = self.patch
         s = p.stride_px
         x0, y0 = col * s + p.window_lo, row * s + p.window_lo
-        w, h = (ncols - 1) * s + p.patch_px, (nrows - 1) * s + p.patch_px
+        if self.shared:
+            # one trunk stride more than the windows need: any block of cells can be cut out
+            # with whole strides of real pixels (see infer)
+            w = (ncols - 1) * s + p.patch_px + p.trunk_stride - 1
+            h = (nrows - 1) * s + p.patch_px + p.trunk_stride - 1
+        else:
+            w, h = (ncols - 1) * s + p.patch_px, (nrows - 1) * s + p.patch_px
         windows = {}
         any_valid = np.zeros((nrows, ncols), bool)
         aoi = self.aoi.read(self.grid.window(col, row, ncols, nrows)) if self.aoi else None
@@ -154,6 +169,36 @@ class PatchReader(InputSet):
         todo = sum(int(np.count_nonzero(c if only is None else c & only))
                    for _, c in windows.values())
         done = 0
+        name = self.card.output.name
+
+        def run(feed):
+            return session.run(name, feed)
+
+        if self.shared:
+            views = p.views if self.mode == "accurate" else ("identity",)
+            for x, cells in windows.values():
+                use = cells if only is None else cells & only
+                n = int(np.count_nonzero(use))
+                if n == 0:
+                    continue
+
+                def on_view(k, of, done=done, n=n):
+                    if on_chunk:
+                        on_chunk(done + n * k // of, todo)
+                # only the block of cells to classify goes through the trunk (the last tile of a
+                # row or column overlaps the one before it)
+                rows, cols = np.flatnonzero(use.any(axis=1)), np.flatnonzero(use.any(axis=0))
+                r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+                probs = classify_tile(run, p, x[:, r0 * s:, c0 * s:], r1 - r0, c1 - c0, views,
+                                      on_view)
+                self.patches_classified += n
+                self.trunk_pixels += len(views) * (
+                    tile_pixels(r1 - r0, s, p.patch_px, p.trunk_stride) *
+                    tile_pixels(c1 - c0, s, p.patch_px, p.trunk_stride))
+                done += n
+                total[:, r0:r1, c0:c1] += np.where(use[r0:r1, c0:c1], probs, 0.0)
+                count += use
+            return total / np.maximum(count, 1)
         size = min(chunk, self._chunk or 16)  # start small: the first call is timed
         for x, cells in windows.values():
             idx = np.flatnonzero(cells if only is None else cells & only)
@@ -169,7 +214,12 @@ class PatchReader(InputSet):
                 sl = slice(k, k + size)
                 batch = np.ascontiguousarray(view[:, rr[sl], cc[sl]].transpose(1, 0, 2, 3))
                 t = time.perf_counter()
-                probs[sl] = session.run(self.card.output.name, {p.input: batch})
+                if p.trunk_stride:   # the shared-trunk graph, one window at a time
+                    probs[sl] = classify_windows(run, p, batch, p.views)
+                else:
+                    probs[sl] = run({p.input: batch})
+                self.trunk_pixels += batch.size // batch.shape[1] * (
+                    len(p.views) if p.trunk_stride else 1)
                 took = time.perf_counter() - t
                 n = batch.shape[0]
                 k += n

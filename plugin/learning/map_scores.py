@@ -34,7 +34,7 @@ def score(truth, pred):
     return s
 
 
-def classify_on_grid(model_path, inputs, grid, folder, aoi=None):
+def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None):
     """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
     engine's classify over exactly ``grid``."""
     from osgeo import gdal
@@ -42,7 +42,8 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None):
     from ..core.errors import ModelError
     out = os.path.join(folder, "map.tif")
     run_classification(ClassifyRequest(inputs=inputs, model_path=model_path, output_path=out,
-                                       extent=grid.bounds + (grid.crs_wkt,), aoi=aoi))
+                                       extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
+                                       patch_mode=patch_mode))
     ds = gdal.Open(out)
     gt = ds.GetGeoTransform()
     if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
@@ -54,9 +55,11 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None):
     return np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED).astype(np.int16)
 
 
-def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
-    """Scores (OA, kappa, macro F1, per-class F1, confusion matrix, cells) of the map that
-    ``model_path`` makes of ``inputs`` over the labels' area."""
+def map_predictions(model_path, inputs, labelset, class_map_path=None, work=None,
+                    patch_mode=None):
+    """(labels [H, W], predicted class indices [H, W], grid, seconds of the classify run) of
+    the map that ``model_path`` makes of ``inputs`` over the labels' area."""
+    import time
     from ..core.grid import plan_grid
     from ..core.model_card import read_card
     card = read_card(model_path)
@@ -65,9 +68,19 @@ def map_scores(model_path, inputs, labelset, class_map_path=None, work=None):
     grid = plan_grid(card, inputs, (b[0], b[1], b[2], b[3], probe.crs_wkt))
     ras = rasterise(labelset, load_class_map(class_map_path), grid, KEYS)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        pred = classify_on_grid(model_path, inputs, grid, tmp)
-    s = score(ras.labels, pred)
-    s["cells"] = int((ras.labels != UNLABELLED).sum())
+        t = time.perf_counter()
+        pred = classify_on_grid(model_path, inputs, grid, tmp, patch_mode=patch_mode)
+        seconds = time.perf_counter() - t
+    return ras.labels, pred, grid, seconds
+
+
+def map_scores(model_path, inputs, labelset, class_map_path=None, work=None, patch_mode=None):
+    """Scores (OA, kappa, macro F1, per-class F1, confusion matrix, cells) of the map that
+    ``model_path`` makes of ``inputs`` over the labels' area."""
+    labels, pred, grid, _ = map_predictions(model_path, inputs, labelset, class_map_path, work,
+                                            patch_mode)
+    s = score(labels, pred)
+    s["cells"] = int((labels != UNLABELLED).sum())
     s["cell_m"] = grid.cell
     return s
 

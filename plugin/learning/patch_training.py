@@ -48,7 +48,8 @@ class PatchStore:
         self.patch_px, self.stride = p.patch_px, s
         self.block_offset = -p.window_lo          # the cell's own pixels inside its patch
         h_px, w_px = (grid.height - 1) * s + p.patch_px, (grid.width - 1) * s + p.patch_px
-        with PatchReader(card, inputs, grid, aoi) as reader:
+        # window geometry (no trunk-stride margins): the windows classify's windows mode feeds
+        with PatchReader(card, inputs, grid, aoi, mode="windows") as reader:
             (modality,) = reader.sources            # scene models take one input
             bands = len(reader.sources[modality].bands)
             need = bands * h_px * w_px * 4
@@ -270,6 +271,10 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
         "sampling": ("class-balanced labelled cells (a class drawn uniformly, then a cell); "
                      "the patch classify feeds; flips and 90 degree rotations"),
         "batch_norm": "trained (statistics of your imagery)",
+        "held_out_scoring": ("the held-out blocks are classified window by window (patch mode "
+                             "windows: each cell sees only its window, which the buffer keeps "
+                             "clear of training cells); classify's default mode runs the "
+                             "trunk once per tile and sees beyond the window"),
         "validation_during_training": (f"after each epoch, a seeded sample of up to "
                                        f"{EVAL_CELLS} held-out cells (torch, one view); the last "
                                        "epoch is kept")})

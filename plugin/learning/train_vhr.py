@@ -266,11 +266,18 @@ def predict_torch(net, x, device, batch=512):
     return torch.cat(out).numpy()
 
 
-def predict_probs_onnx(sess, x, input_name, batch=256):
-    out = []
-    for i in range(0, len(x), batch):
-        out.append(sess.run(None, {input_name: np.ascontiguousarray(x[i:i + batch])})[0])
-    return np.concatenate(out)
+def predict_probs_onnx(sess, x, input_name, patch_px, trunk_stride, views, batch=256):
+    """Probabilities [N, C] of normalised windows x [N, 3, P, P] classified one by one by the
+    exported shared-trunk graph (uniform pooling = the global average pool), averaged over
+    ``views``: what the engine's ``windows`` mode computes."""
+    from ..core.shared_trunk import WindowGraph, classify_windows
+    graph = WindowGraph(input_name, patch_px, trunk_stride)
+    output = sess.get_outputs()[0].name
+
+    def run(feed):
+        return sess.run([output], feed)[0]
+    return np.concatenate([classify_windows(run, graph, x[i:i + batch], views)
+                           for i in range(0, len(x), batch)])
 
 
 def context_windows(images_u8, rng, shift_frac):
@@ -348,6 +355,7 @@ def map_level_study(model_path, root, rows, split, workdir, chosen_gsd, log=log)
         runs[f"{gsd:g} m"] = dict(m, gsd_m=gsd, stride_px=stride)
         log(f"    map of UC Merced validation scenes, engine at {gsd:g} m: OA "
             f"{m['overall_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} ({m['cells']} cells)")
+    modes = mode_study(model_path, tif, labels, workdir, log)
     return {
         "description": (
             f"A georeferenced mosaic of {mosaic.scenes} UC Merced validation scenes (never "
@@ -355,9 +363,113 @@ def map_level_study(model_path, root, rows, split, workdir, chosen_gsd, log=log)
             f"scenes of one class ({mosaic.zone_m:g} m), classified by the engine as a user's "
             "orthophoto is (averaged onto the card's pixel size, one 30 m cell per window); "
             "scored on the cells fully inside a zone. Same weights, the engine's pixel size "
-            "varied: a training scene is one window, so UC Merced is learnt at 0.8 m."),
+            "varied: a training scene is one window, so UC Merced is learnt at 0.8 m. The "
+            "pixel-size runs use the card's default patch mode; `modes` compares the modes at "
+            "the card's pixel size."),
         "chosen_gsd_m": chosen_gsd, "mosaic_zones": mosaic.zones, "mosaic_scenes": mosaic.scenes,
-        "runs": runs}
+        "runs": runs, **({"modes": modes} if modes else {})}
+
+
+def mode_study(model_path, tif, labels, workdir, log=log):
+    """The engine's patch modes (:mod:`plugin.core.shared_trunk`) on the same mosaic: scores,
+    the share of labelled cells and of all cells where the map equals the ``windows`` map (the
+    network window by window, as validated on the scenes), classify time and cells/s."""
+    import platform
+    from ..core.model_card import read_card
+    from ..core.shared_trunk import MODES
+    from .map_scores import UNLABELLED, map_predictions, score
+    if not read_card(model_path).patch.trunk_stride:
+        return None
+    preds, runs = {}, {}
+    for mode in reversed(MODES):    # windows first: the reference
+        truth, pred, grid, secs = map_predictions(model_path, {"vhr": tif}, labels,
+                                                  work=workdir, patch_mode=mode)
+        preds[mode] = pred
+        m = score(truth, pred)
+        labelled = truth != UNLABELLED
+        m.update(cells=int(labelled.sum()), map_cells=int(grid.width * grid.height),
+                 seconds=round(secs, 2), cells_per_s=round(grid.width * grid.height / secs, 1),
+                 same_as_windows_labelled=round(float(
+                     (pred[labelled] == preds["windows"][labelled]).mean()), 4),
+                 same_as_windows_all=round(float((pred == preds["windows"]).mean()), 4))
+        del m["confusion_matrix"]
+        runs[mode] = m
+        log(f"    patch mode {mode:<8}: OA {m['overall_accuracy']:.4f}, macro F1 "
+            f"{m['macro_f1']:.4f}, same as windows on {m['same_as_windows_labelled']:.1%} of "
+            f"labelled cells, {secs:.1f} s ({m['cells_per_s']:.0f} cells/s)")
+    return {"description": (
+        "The same mosaic classified by the engine in each patch mode at the card's pixel size: "
+        "overall accuracy on the labelled cells, the share of cells whose class equals the "
+        "windows mode's (the network run window by window with its test-time views, as on the "
+        "scene benchmark), and the classify time on this machine ("
+        f"{platform.machine()}, {os.cpu_count()} CPU threads)."),
+        "runs": {m: runs[m] for m in MODES}}
+
+
+def graph_note(views):
+    """The architecture description's sentence on the exported graph."""
+    return ("Exported as a shared-trunk graph: the trunk runs once over a tile of windows and "
+            "each cell's window is pooled from the shared feature map (plugin/core/"
+            "shared_trunk.py); a tile of one window gives exactly the per-patch network."
+            + (f" Test-time views ({', '.join(views)}), applied by the engine in the accurate "
+               "and windows modes: probabilities averaged." if len(views) > 1 else ""))
+
+
+def reexport(path, root, workdir):
+    """Re-export a trained model's weights (unchanged, checked) as the shared-trunk graph and
+    restate its card: ``patch.shared_trunk``, the architecture's graph note, the parity check
+    and a fresh map-level study with the patch modes. Replaces ``path`` atomically."""
+    import re
+
+    import torch
+    from ..core.model_card import read_card
+    from .onnx_io import set_card
+    from .vhr_export import torch_net_from_onnx
+    raw = read_card(path).raw
+    arch = dict(raw["architecture"])
+    views = tuple(arch.get("test_time_views") or ("identity",))
+    net = torch_net_from_onnx(path, arch["config"])
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = os.path.join(workdir, "reexport.pt")
+    torch.save({"config": net.config, "state_dict": net.state_dict(),
+                "io": {"input": cardlib.INPUT_NAME, "output": cardlib.OUTPUT_NAME,
+                       "patch_px": raw["patch"]["patch_px"], "views": list(views)}}, ckpt)
+    bare = os.path.join(workdir, "reexport_nocard.onnx")
+    info = export_in_subprocess("plugin.learning.vhr_export", ckpt, bare, cwd=REPO_ROOT)
+    again = torch_net_from_onnx(bare, arch["config"]).state_dict()
+    if any(not torch.equal(v, again[k]) for k, v in net.state_dict().items()):
+        raise SystemExit("re-export changed the weights")
+    log(f"Re-exported {path} as a shared-trunk graph (parity {info['parity_max_abs_diff']:.2e})")
+    arch["description"] = re.sub(r" ?Test-time augmentation in the graph:.*$", "",
+                                 arch["description"]).rstrip() + " " + graph_note(views)
+    arch.update(onnx_opset=info["opset"], onnx_ir_version=info["ir_version"],
+                graph="shared_trunk")
+    metrics = dict(raw.get("metrics") or {})
+    metrics["onnx_torch_parity_max_abs_diff"] = info["parity_max_abs_diff"]
+    training = dict(raw.get("training") or {})
+    training["graph_reexported"] = (
+        "weights unchanged, exported again as the shared-trunk graph and the map-level study "
+        "re-run by `python -m plugin.learning.train_vhr --reexport` (make reexport-vhr)")
+    inp = raw["inputs"][0]
+    p = raw["patch"]
+
+    def card_with(m):
+        return cardlib.build_card(mean=inp["mean"], std=inp["std"], patch_px=p["patch_px"],
+                                  stride_px=p["stride_px"], gsd_m=p["gsd_m"], training=training,
+                                  metrics=m, architecture=arch, data=raw.get("data"))
+    probe = os.path.join(workdir, "reexport_probe.onnx")
+    set_card(bare, card_with(metrics), probe)
+    rows = read_manifest(root)
+    cfg = dict(DEFAULTS)
+    split = load_split(rows, root, seed=0, val_fraction=cfg["val_fraction"], log=log)
+    metrics["map_level"] = map_level_study(probe, root, rows, split, workdir, p["gsd_m"])
+    os.remove(probe)
+    card = card_with(metrics)
+    set_card(bare, card, path)
+    with open(os.path.splitext(path)[0] + ".md", "w", encoding="utf-8") as f:
+        f.write(cardlib.card_markdown(card))
+    log(f"Card of {path} re-stated with the patch modes.")
+    return 0
 
 
 def recard(path, root, workdir):
@@ -426,6 +538,8 @@ def parse_args(argv):
                     help="comma-separated datasets to train and validate on (default all; "
                     "fewer: a model for the one-source-left-out adaptation evidence)")
     ap.add_argument("--workdir", default=os.path.join(CACHE_DIR, "run"))
+    ap.add_argument("--reexport", metavar="ONNX", help="export this trained model's weights "
+                    "again as the shared-trunk graph and re-state its card; no training")
     ap.add_argument("--recard", metavar="ONNX", help="only re-state the card of this trained "
                     "model (patch geometry of this version, map-level study); no training")
     args = ap.parse_args(argv)
@@ -453,6 +567,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.recard:
         return recard(args.recard, data_dir(args.data), args.workdir)
+    if args.reexport:
+        return reexport(args.reexport, data_dir(args.data), args.workdir)
     import torch
     t_start = time.perf_counter()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
@@ -510,7 +626,9 @@ def main(argv=None):
     import onnxruntime as ort
     sess = ort.InferenceSession(bare, providers=["CPUExecutionProvider"])
     t = time.perf_counter()
-    probs = predict_probs_onnx(sess, x_all[va], cardlib.INPUT_NAME)
+    window_graph = (cardlib.INPUT_NAME, cfg["patch_px"], export_info["trunk_stride_px"],
+                    cfg["tta_views"])
+    probs = predict_probs_onnx(sess, x_all[va], *window_graph)
     ort_s = time.perf_counter() - t
     pred = probs.argmax(1)
     val = full_scores(labels[va], pred, class_names)
@@ -526,7 +644,7 @@ def main(argv=None):
         log(f"    {ds:<7} OA {m['overall_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}")
     ctx_images = context_windows(small[va], np.random.default_rng(args.seed), cfg["context_shift"])
     ctx_pred = predict_probs_onnx(sess, to_float(ctx_images, mean, std),
-                                  cardlib.INPUT_NAME).argmax(1)
+                                  *window_graph).argmax(1)
     in_context = full_scores(labels[va], ctx_pred, class_names)
     log(f"    in context (8 random neighbours, window shifted up to "
         f"{cfg['context_shift']:.0%}): OA {in_context['overall_accuracy']:.4f}  macro F1 "
@@ -574,16 +692,15 @@ def main(argv=None):
             f"{[cfg['width'] * 2 ** i for i in range(4)]} (ResNet-18: 64..512) and a stem of "
             "two 3x3 convolutions (the first with stride 2)"
             + (" and a 3x3 stride-2 max pool" if cfg["stem_stride"] == 4 else "")
-            + " instead of the 7x7 convolution. Plain torch (plugin/learning/vhr_model.py)."
-            + (f" Test-time augmentation in the graph: probabilities averaged over "
-               f"{len(cfg['tta_views'])} views of each patch ({', '.join(cfg['tta_views'])})."
-               if len(cfg["tta_views"]) > 1 else "")),
+            + " instead of the 7x7 convolution. Plain torch (plugin/learning/vhr_model.py). "
+            + graph_note(cfg["tta_views"])),
         "test_time_views": list(cfg["tta_views"]),
         "parameters": params,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.config.items()},
         "input_px": cfg["patch_px"],
         "onnx_opset": export_info["opset"],
         "onnx_ir_version": export_info["ir_version"],
+        "graph": "shared_trunk",
     }
     n_by = {ds: int((datasets == ds).sum()) for ds in DATASETS}
     data = {
@@ -678,7 +795,8 @@ def main(argv=None):
     from .onnx_io import set_card
     probe = os.path.join(args.workdir, "carded.onnx")
     set_card(bare, cardlib.build_card(mean=mean, std=std, patch_px=cfg["patch_px"],
-                                      stride_px=cfg["stride_px"], gsd_m=cfg["gsd_m"]), probe)
+                                      stride_px=cfg["stride_px"], gsd_m=cfg["gsd_m"],
+                                      architecture=arch), probe)
     metrics["map_level"] = map_level_study(probe, root, rows, split, args.workdir, cfg["gsd_m"])
     os.remove(probe)
     training["time_s"]["total"] = round(time.perf_counter() - t_start, 1)

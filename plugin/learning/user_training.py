@@ -753,8 +753,11 @@ def _warn_if_worse(trained, comparisons, say):
 
 
 def _engine_scores(model_path, inputs, grid, validation, folder, aoi):
-    """Scores of ``model_path`` run by the engine's classify over ``grid``."""
-    return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi))
+    """Scores of ``model_path`` run by the engine's classify over ``grid``. Patch classifiers
+    are scored window by window: a held-out cell then sees exactly its window, which the buffer
+    keeps clear of training cells (the shared trunk's features reach beyond the window)."""
+    return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi,
+                                              patch_mode="windows"))
 
 
 def _publish(tmp, staged, paths, overwrite):

@@ -73,9 +73,29 @@ def trained_sources(data):
     return datasets, names, (f"{images:,}" if images else "the")
 
 
+DEFAULT_MODE = "accurate"
+
+
+def shared_trunk_spec(config, views, default_mode=DEFAULT_MODE):
+    """The card's ``patch.shared_trunk``: the exported graph runs the trunk once per tile
+    (:mod:`plugin.core.shared_trunk`); its stride is the stem's times 2 per later stage."""
+    stride = int(config["stem_stride"]) * 2 ** (len(config["blocks"]) - 1)
+    return {"stride_px": stride, "pool_rows": "pool_rows", "pool_cols": "pool_cols",
+            "views": list(views), "default_mode": default_mode,
+            "note": ("The trunk runs once over each tile of windows; each cell's window is "
+                     "pooled from the shared feature map. Modes: fast (one view), accurate "
+                     "(the test-time views of the whole tile), windows (each window alone, as "
+                     "on the scene benchmark; slowest). Map-level accuracy of each mode: "
+                     "metrics.map_level.modes.")}
+
+
 def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px=16, gsd_m=2.0,
-               training=None, metrics=None, architecture=None, data=None):
-    """The full card dict (validated with ``parse_card``)."""
+               training=None, metrics=None, architecture=None, data=None, shared_trunk=None):
+    """The full card dict (validated with ``parse_card``). ``shared_trunk`` (see
+    :func:`shared_trunk_spec`) defaults to the one ``architecture`` implies."""
+    if shared_trunk is None and architecture and architecture.get("graph") == "shared_trunk":
+        shared_trunk = shared_trunk_spec(architecture["config"],
+                                         architecture.get("test_time_views") or ["identity"])
     cell = stride_px * gsd_m
     side = patch_px * gsd_m
     datasets, names, images = trained_sources(data)
@@ -99,11 +119,15 @@ def build_card(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), patch_px=64, stride_px
                   "note": (f"Each {cell:g} m output cell is classified from the {patch_px} x "
                            f"{patch_px} px window ({side:g} m x {side:g} m at {gsd_m:g} m) "
                            "centred on it; the engine first averages the VHR raster onto the "
-                           f"{gsd_m:g} m grid, whatever its own resolution.")},
+                           f"{gsd_m:g} m grid, whatever its own resolution."),
+                  **({"shared_trunk": shared_trunk} if shared_trunk else {})},
         "fusion": {"method": "mean_probs"},
         "output": {"name": OUTPUT_NAME, "gsd_m": cell, "default_tile": DEFAULT_TILE,
                    "default_overlap": 0, "context_cells": 0,
-                   "content": "class probabilities [N, n_classes] per patch (softmax in the graph)"},
+                   "content": ("class probabilities [N, n_classes, h, w] for a tile of h x w "
+                               "windows (softmax in the graph)" if shared_trunk else
+                               "class probabilities [N, n_classes] per patch (softmax in the "
+                               "graph)")},
         "intended_use": (
             f"Mapping the dominant urban function of neighbourhoods of {side:g} m and more from "
             "true-colour "
@@ -174,9 +198,21 @@ def card_markdown(card):
               f"- Patches: {patch['patch_px']} x {patch['patch_px']} px at {patch['gsd_m']:g} m "
               f"({patch['window_ground_m']:g} m on the ground), window pixels "
               f"{patch['window_px'][0]}..{patch['window_px'][1]} around each cell (centred), "
-              f"every {patch['stride_px']} px; edges padded symmetrically.",
-              f"- Output `{out['name']}`: class probabilities `[N, {len(names)}]` per patch, "
-              f"i.e. one class per {out['gsd_m']:g} m cell.", ""]
+              f"every {patch['stride_px']} px; edges padded symmetrically."]
+    shared = patch.get("shared_trunk")
+    if shared:
+        lines += [f"- Shared trunk: the graph takes a tile of windows (`{inp['name']}` "
+                  f"`[N, 3, H, W]`, H and W multiples of {shared['stride_px']} px) and the "
+                  f"pooling matrices `{shared['pool_rows']}` and `{shared['pool_cols']}`; the "
+                  "trunk runs once per tile and each cell's window is pooled from the shared "
+                  f"features. Test-time views ({', '.join(shared['views'])}) are applied by the "
+                  f"engine in the accurate and windows modes; default mode: "
+                  f"**{shared['default_mode']}**.",
+                  f"- Output `{out['name']}`: class probabilities `[N, {len(names)}, h, w]`, "
+                  f"one class per {out['gsd_m']:g} m cell.", ""]
+    else:
+        lines += [f"- Output `{out['name']}`: class probabilities `[N, {len(names)}]` per "
+                  f"patch, i.e. one class per {out['gsd_m']:g} m cell.", ""]
     lines += markdown_architecture_and_data(card)
     tr = card.get("training") or {}
     if tr:
@@ -231,6 +267,19 @@ def card_markdown(card):
                          f"{_fmt(m['macro_f1'])} | " + " | ".join(_fmt(f1.get(n)) for n in names)
                          + " |")
         lines.append("")
+        modes = level.get("modes")
+        if modes:
+            default = ((card.get("patch") or {}).get("shared_trunk") or {}).get("default_mode")
+            lines += ["### Patch modes", "", modes["description"], "",
+                      "| Mode | OA | Macro F1 | Same class as windows (labelled / all cells) | "
+                      "Classify time | Cells/s |", "|---|---:|---:|---:|---:|---:|"]
+            for mode, m in modes["runs"].items():
+                mark = " (default)" if mode == default else ""
+                lines.append(f"| {mode}{mark} | {_fmt(m['overall_accuracy'])} | "
+                             f"{_fmt(m['macro_f1'])} | {m['same_as_windows_labelled']:.1%} / "
+                             f"{m['same_as_windows_all']:.1%} | {m['seconds']:.1f} s | "
+                             f"{m['cells_per_s']:,.0f} |")
+            lines.append("")
     for k, v in metrics.items():
         if k not in ("validation", "validation_by_dataset", "validation_in_context",
                      "cross_source", "description", "map_level"):

@@ -128,3 +128,40 @@ class ProbabilityNet(nn.Module):
 
 def count_parameters(module):
     return int(sum(p.numel() for p in module.parameters()))
+
+
+class SharedTrunkNet(nn.Module):
+    """What is exported: the trunk run once over a tile of windows instead of once per window.
+
+    Inputs: a tile ``x [N, bands, H, W]`` (H, W multiples of the trunk's stride) and two pooling
+    matrices, ``pool_rows [h, H/stride]`` and ``pool_cols [w, W/stride]``, built by the engine
+    (:mod:`plugin.core.shared_trunk`). Each output cell's window is pooled from the shared
+    feature map (``pool_rows @ F @ pool_cols.T``, a separable weighted mean over the feature
+    positions its window covers, interpolated where the window falls between them), then the
+    feature layer and the classifier give probabilities ``[N, n_classes, h, w]``.
+
+    A tile of exactly one window with uniform matrices computes what :class:`ProbabilityNet`
+    computes for that window (the global average pool), so the same graph also classifies
+    windows one by one."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, pool_rows, pool_cols):
+        f = self.net.layers(self.net.stem(x))                               # [N, C, Hf, Wf]
+        pooled = torch.matmul(torch.matmul(pool_rows, f), pool_cols.transpose(0, 1))
+        z = pooled.permute(0, 2, 3, 1)                                      # [N, h, w, C]
+        lin, bn = self.net.feature[0], self.net.feature[1]
+        # the feature layer's batch norm (eval statistics) written out: BatchNorm1d wants
+        # channels second, here they are last
+        z = F.linear(z, lin.weight)
+        z = (z - bn.running_mean) * torch.rsqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        logits = self.net.classifier(F.relu(z))
+        return torch.softmax(logits, dim=-1).permute(0, 3, 1, 2)
+
+
+def trunk_stride(net):
+    """Pixels per feature position at the end of the trunk (stem and stride-2 stages)."""
+    stages = sum(1 for b in net.layers if b.conv1.stride[0] == 2)
+    return net.config["stem_stride"] * 2 ** stages

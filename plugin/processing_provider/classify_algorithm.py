@@ -27,6 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.shared_trunk import MODE_CHOICES
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common import qgis_inputs
 from .help_links import help_url
@@ -40,7 +41,10 @@ ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 
 # parameter name per modality: VHR, NTL, S2_SPRING, S2_SUMMER, S2_AUTUMN, S2_WINTER, TEMPORAL
 MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
+
 DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+# patch classifiers (the VHR scene model): how windows go through the network
+PATCH_MODES = MODE_CHOICES
 
 
 def _user_models_dir():
@@ -108,6 +112,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     CONFIDENCE = "CONFIDENCE"
     PROBABILITIES = "PROBABILITIES"
     OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
+    PATCH_MODE = "PATCH_MODE"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
     SECONDS = "SECONDS"
@@ -172,7 +177,11 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "styled with the result) and, with <b>Write class probabilities</b>, one float32 "
             "band per class.</p>"
             "<p>Advanced: tile size and overlap in output cells (empty = the model's defaults), "
-            "batch size, device, class probabilities.</p>"
+            "batch size, device, class probabilities, and for patch classifiers (the VHR scene "
+            "model) the patch mode: <i>fast</i> runs the network's trunk once per tile, "
+            "<i>accurate</i> does that for each test-time view (flips, transpose), <i>per "
+            "window</i> runs every cell's window on its own as on the scene benchmark (about "
+            "ten times slower); the model card gives each mode's measured accuracy.</p>"
             "<p>Models: the bundled ones, the user models folder "
             f"(<tt>{_user_models_dir()}</tt>, where <i>Import So2Sat LCZ weights</i> installs) "
             "and $URBAN_FUNCTIONS_MODELS.</p>")
@@ -240,6 +249,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             self.OPTIONAL_OUTPUTS, "Write the model's optional outputs (e.g. the input weights: "
             "how much each layer drove each cell, OUTPUT_gates.tif)", defaultValue=False,
             optional=True))
+        advanced.append(QgsProcessingParameterEnum(
+            self.PATCH_MODE, "Patch classifiers (VHR scene model): how windows are classified",
+            [label for label, _ in PATCH_MODES], False, 0, False))
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -327,6 +339,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 device=device,
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
+                patch_mode=PATCH_MODES[self.parameterAsEnum(parameters, self.PATCH_MODE,
+                                                            context)][1],
                 optional_outputs=self.parameterAsBoolean(parameters, self.OPTIONAL_OUTPUTS,
                                                          context),
                 overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
