@@ -135,7 +135,9 @@ def child(args):
     from plugin.core.engine import ClassifyRequest, run_classification
     inputs, out, model, raw = json.loads(args[0]), args[1], args[2], args[3] == "raw"
     mode = args[4] if len(args) > 4 and args[4] != "-" else None
-    request = ClassifyRequest(inputs, model, out, overwrite=True, patch_mode=mode)
+    dask = args[5] if len(args) > 5 and args[5] != "-" else None
+    request = ClassifyRequest(inputs, model, out, overwrite=True, patch_mode=mode,
+                              dask_scheduler=dask)
     r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     res = run_classification(request)
     wall = time.perf_counter() - t
@@ -145,20 +147,24 @@ def child(args):
               "cpu_share": cpu / wall / (os.cpu_count() or 1), "provider": res.provider,
               "timings": res.timings, "input_mpix": input_megapixels(inputs),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "GDAL default")}
+              "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "GDAL default"),
+              "dask": None if res.cluster is None else {
+                  "workers": len(res.cluster["workers"]), "blocks": len(res.cluster["blocks"]),
+                  "halo_tiles_recomputed": res.cluster["halo_tiles_recomputed"]}}
     if raw:
         result["raw_ort_s"] = raw_ort_seconds(request)
     print(json.dumps(result))
 
 
-def run_once(name, inputs, model, raw=False, pinned=False, mode=None):
+def run_once(name, inputs, model, raw=False, pinned=False, mode=None, dask=None):
     out = os.path.join(BUILD, f"{name}.tif")
     env = dict(os.environ)
     env.pop("GDAL_CACHEMAX", None)
     if pinned:
         env["GDAL_CACHEMAX"] = PINNED_CACHE_MB
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(inputs), out, model,
-                           "raw" if raw else "-", mode or "-"], capture_output=True, text=True,
+                           "raw" if raw else "-", mode or "-", dask or "-"],
+                          capture_output=True, text=True,
                           cwd=ROOT,
                           env=env)
     if proc.returncode != 0:
@@ -189,6 +195,34 @@ def speed_case(name, inputs, model, repeats, mode=None):
           f" infer {t['infer_s']:.2f}, blend {t.get('blend_s', 0):.2f}, write {t['write_s']:.2f}"
           f"; raw ORT {case['raw_ort_s_min']:.2f} s")
     return case
+
+
+def dask_cases(mpix=4):
+    """The same raster in-process and on a LocalCluster of 1 and 2 worker processes (Sentinel-2
+    only, sample-city-fusion): time, the 2-vs-1 ratio and the client's peak RSS (the workers
+    are other processes). The maps are compared bit for bit."""
+    import numpy as np
+    from osgeo import gdal
+    side = int(round((mpix * 1e6) ** 0.5))
+    path = synthetic_s2(os.path.join(BUILD, f"s2_{side}x{side}.tif"), side, side)
+    runs, maps = {}, {}
+    for label, dask in (("in-process", None), ("local:1", "local:1"), ("local:2", "local:2")):
+        name = f"dask {label}"
+        r = run_once(name, {"s2_summer": path}, MODELS["sample-city-fusion"], dask=dask)
+        ds = gdal.Open(os.path.join(BUILD, f"{name}.tif"))
+        maps[label] = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+        runs[label] = {"seconds": r["seconds"], "client_peak_rss_mb": r["peak_rss_mb"],
+                       "dask": r["dask"], "same_map_as_in_process":
+                           bool(np.array_equal(maps[label], maps["in-process"]))}
+        print(f"{name:<34} {side} x {side}  {r['seconds']:7.1f} s  client peak RSS "
+              f"{r['peak_rss_mb']:6.0f} MB  same map as in-process: "
+              f"{runs[label]['same_map_as_in_process']}"
+              + (f"  ({r['dask']['blocks']} blocks, {r['dask']['halo_tiles_recomputed']} halo "
+                 "tiles again)" if r["dask"] else ""))
+    runs["two_vs_one_worker_speedup"] = runs["local:1"]["seconds"] / runs["local:2"]["seconds"]
+    print(f"{'':<34} 2 worker processes vs 1: x{runs['two_vs_one_worker_speedup']:.2f}")
+    return runs
 
 
 def compare_mode_maps(city):
@@ -269,6 +303,8 @@ def main(argv=None):
           f"{per_s['accurate'] / per_s['windows']:.1f}, fast x{per_s['fast'] / per_s['windows']:.1f}"
           " cells/s")
     results["speed"]["vhr_scenes_maps"] = compare_mode_maps(city)
+    print("\nDask (LocalCluster on this machine):")
+    results["dask"] = dask_cases()
     if args.speed_only:
         with open(os.path.join(ROOT, "build", "bench_speed.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -159,6 +159,23 @@ class AtomicGeoTiff:
                 pass  # nothing more can be done; a later run removes it (pid in the name)
 
 
+def encode_classes(codes, probs, valid, confidence):
+    """What a class raster stores for some rows: class codes (uint8, 0 = nodata), the class
+    counts, and the confidence in percent when asked; compact enough to send from a worker."""
+    idx = np.argmax(probs, axis=0)
+    enc = {"classes": np.where(valid, codes[idx], NODATA).astype(np.uint8),
+           "counts": np.bincount(idx[valid].ravel(), minlength=len(codes)).astype(np.int64)}
+    if confidence:
+        conf = np.clip(np.round(probs.max(axis=0) * 100), 1, 100).astype(np.uint8)
+        enc["confidence"] = np.where(valid, conf, NODATA).astype(np.uint8)
+    return enc
+
+
+def encode_values(values, valid):
+    """float32 bands [B, n, W] with NaN where no input has data."""
+    return np.where(valid[None], values, np.nan).astype(np.float32)
+
+
 class ClassRasterWriter(AtomicGeoTiff):
     """Band 1: class codes (uint8, 0 = nodata); optional band 2: confidence in percent."""
     # NEAREST keeps class codes intact (GDAL 3.6 warns on MODE for paletted bands)
@@ -194,13 +211,15 @@ class ClassRasterWriter(AtomicGeoTiff):
 
     def write_rows(self, row, probs, valid):
         """Write rows starting at ``row`` from probabilities [C, n, W] and a validity mask."""
-        idx = np.argmax(probs, axis=0)
-        cls = np.where(valid, self.codes[idx], NODATA).astype(np.uint8)
-        self.counts += np.bincount(idx[valid].ravel(), minlength=len(self.codes))
-        self.write(1, cls, row)
+        self.write_encoded(row, encode_classes(self.codes, probs, valid,
+                                               self.ds.RasterCount > 1))
+
+    def write_encoded(self, row, enc):
+        """Write rows from :func:`encode_classes` (made here or on a cluster worker)."""
+        self.counts += enc["counts"]
+        self.write(1, enc["classes"], row)
         if self.ds.RasterCount > 1:
-            conf = np.clip(np.round(probs.max(axis=0) * 100), 1, 100).astype(np.uint8)
-            self.write(2, np.where(valid, conf, NODATA), row)
+            self.write(2, enc["confidence"], row)
 
     def _check_strip(self, index, data):
         if index == 1:
@@ -233,5 +252,9 @@ class ValueRasterWriter(AtomicGeoTiff):
             band.SetDescription(name)
 
     def write_rows(self, row, values, valid):
+        self.write_encoded(row, encode_values(values, valid))
+
+    def write_encoded(self, row, values):
+        """Write rows from :func:`encode_values` (made here or on a cluster worker)."""
         for i in range(values.shape[0]):
-            self.write(i + 1, np.where(valid, values[i], np.nan).astype(np.float32), row)
+            self.write(i + 1, values[i], row)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from . import manifest as run_manifest
-from .class_raster import ClassRasterWriter, ValueRasterWriter
+from .class_raster import ClassRasterWriter, ValueRasterWriter, encode_classes, encode_values
 from .publication import (check_geotiff_path, check_output_path, publish, remove_stale_partials,
                           stage_text)
 from .errors import Cancelled, InputError, ModelError
@@ -48,6 +48,8 @@ class ClassifyRequest:
     overwrite: bool = False
     patch_mode: Optional[str] = None     # patch classifiers: fast | accurate | windows (None:
                                          # the card's default; see core.shared_trunk)
+    dask_scheduler: Optional[str] = None  # "tcp://host:8786" or "local:N": run on Dask
+    dask_block_rows: int = 4             # tile rows per Dask task
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ClassifyResult:
     messages: list = field(default_factory=list)
     extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
     patch_mode: Optional[str] = None    # patch classifiers: the mode that ran
+    cluster: Optional[dict] = None      # Dask runs: scheduler, workers, per-block timings
 
 
 MIN_GRID_CELLS = 4   # a map of fewer cells across says nothing (a 1 x 1 pixel input, a sliver)
@@ -130,35 +133,105 @@ def written_derived(request, card):
     return [d for d in card.derived_outputs if not d.optional or request.optional_outputs]
 
 
-def _extra_writers(request, card, grid, paths):
-    """name -> (writer, (probs [C, n, W], graph outputs {name: [B, n, W]}) -> what it writes)."""
+def extra_output_specs(request, card):
+    """name -> (kind, derive, codes) of the rasters written beside the class map: ``derive``
+    maps (probs [C, n, W], graph outputs {name: [B, n, W]}) to what the raster holds; kind
+    ``values`` (float32 bands) or ``classes`` (codes ``codes``). A pure function of the request
+    and card, so a cluster worker derives exactly what an in-process run does."""
     index = {c.code: i for i, c in enumerate(card.classes)}
+    specs = {}
+    if request.probabilities:
+        specs["probabilities"] = ("values", _probabilities, None)
+    for d in written_derived(request, card):
+        if d.kind == "class_sum":
+            specs[d.name] = ("values", _ClassSum([index[c] for c in d.codes]), None)
+        elif d.kind == "graph_output":
+            specs[d.name] = ("values", _GraphOutput(d.name), None)
+        else:
+            specs[d.name] = ("classes", _ClassGroups([[index[c] for c in src]
+                                                      for _, src in d.groups]),
+                             np.array([g.code for g, _ in d.groups], np.uint8))
+    return specs
+
+
+def _probabilities(p, g):
+    return p
+
+
+class _ClassSum:
+    def __init__(self, idx):
+        self.idx = idx
+
+    def __call__(self, p, g):
+        return p[self.idx].sum(axis=0, keepdims=True)
+
+
+class _GraphOutput:
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, p, g):
+        return g[self.name]
+
+
+class _ClassGroups:
+    def __init__(self, groups):
+        self.groups = groups
+
+    def __call__(self, p, g):
+        return np.stack([p[i].sum(axis=0) for i in self.groups])
+
+
+def _extra_writers(request, card, grid, paths):
+    """name -> writer of the rasters written beside the class map (see extra_output_specs)."""
     writers = {}
     try:
         if request.probabilities:
-            writers["probabilities"] = (ValueRasterWriter(
+            writers["probabilities"] = ValueRasterWriter(
                 paths["probabilities"], grid, [f"P({c.label})" for c in card.classes],
-                f"Class probabilities by {card.name}"), lambda p, g: p)
+                f"Class probabilities by {card.name}")
         for d in written_derived(request, card):
             if d.kind == "class_sum":
-                idx = [index[c] for c in d.codes]
-                writers[d.name] = (ValueRasterWriter(paths[d.name], grid, [d.label], d.description),
-                                   lambda p, g, idx=idx: p[idx].sum(axis=0, keepdims=True))
+                writers[d.name] = ValueRasterWriter(paths[d.name], grid, [d.label], d.description)
             elif d.kind == "graph_output":
-                writers[d.name] = (ValueRasterWriter(paths[d.name], grid, list(d.bands),
-                                                     d.description or d.label),
-                                   lambda p, g, name=d.name: g[name])
+                writers[d.name] = ValueRasterWriter(paths[d.name], grid, list(d.bands),
+                                                    d.description or d.label)
             else:
-                groups = [[index[c] for c in src] for _, src in d.groups]
-                writers[d.name] = (ClassRasterWriter(
+                writers[d.name] = ClassRasterWriter(
                     paths[d.name], grid, [g for g, _ in d.groups], description=d.description,
-                    band_name=d.label), lambda p, g, groups=groups: np.stack(
-                        [p[i].sum(axis=0) for i in groups]))
+                    band_name=d.label)
     except BaseException:
-        for writer, _ in writers.values():
+        for writer in writers.values():
             writer.discard()
         raise
     return writers
+
+
+class StripEncoder:
+    """Blended rows -> what the rasters store (:func:`encode_classes` / :func:`encode_values`):
+    the same code in-process and on a cluster worker, whose payload is compact (class codes,
+    confidence, the extra outputs' bands) and is written by :func:`write_strip`."""
+
+    def __init__(self, request, card):
+        self.codes = np.array([c.code for c in card.classes], np.uint8)
+        self.confidence = bool(request.confidence)
+        self.extras = extra_output_specs(request, card)
+
+    def __call__(self, first, probs, valid, graph):
+        extras = {}
+        for name, (kind, derive, codes) in self.extras.items():
+            values = derive(probs, graph)
+            extras[name] = (encode_values(values, valid) if kind == "values" else
+                            encode_classes(codes, values, valid, False))
+        return {"row": first, "rows": int(valid.shape[0]),
+                "main": encode_classes(self.codes, probs, valid, self.confidence),
+                "extras": extras}
+
+
+def write_strip(writer, extra_writers, payload):
+    writer.write_encoded(payload["row"], payload["main"])
+    for name, extra in extra_writers.items():
+        extra.write_encoded(payload["row"], payload["extras"][name])
 
 
 def resolve_tiling(card, grid, tile_size, overlap, log):
@@ -196,33 +269,31 @@ def _check_session(session, card):
                          f"card {sorted(expected)}; the model file is inconsistent.")
 
 
-def run_classification(request: ClassifyRequest, progress: Optional[Callable] = None,
-                       is_cancelled: Optional[Callable] = None,
-                       log: Optional[Callable] = None) -> ClassifyResult:
-    """Run the whole job; raises UrbanFunctionsError subclasses with user-facing messages."""
-    t_start = time.perf_counter()
-    messages = []
+@dataclass
+class TilePlan:
+    """What every part of a run (in-process or a cluster worker) derives alike from the request:
+    the card, the inputs used, the grid and the tiles."""
+    card: object
+    inputs: dict
+    grid: object
+    tile: int
+    overlap: int
+    th: int
+    tw: int
+    rows: list
+    cols: list
+    weights: object
+    patch_task: bool
 
-    def say(msg):
-        messages.append(msg)
-        if log:
-            log(msg)
+    @property
+    def total(self):
+        return len(self.rows) * len(self.cols)
 
-    progress = progress or (lambda fraction, message: None)
-    is_cancelled = is_cancelled or (lambda: False)
+
+def plan_job(request, say=lambda msg: None, card=None):
+    """:class:`TilePlan` of a request; ``say`` gets the notes a user should read."""
+    card = card or read_card(request.model_path)
     inputs = {m: p for m, p in request.inputs.items() if p}
-    protected = list(inputs.values()) + ([request.model_path] if request.model_path else [])
-    check_output_path(request.output_path, request.overwrite, protected)
-    check_geotiff_path(request.output_path)
-    if not request.model_path or not os.path.isfile(request.model_path):
-        raise ModelError(f"Model file not found: {request.model_path!r}.")
-    card = read_card(request.model_path)
-    extra_paths = extra_output_paths(request, card)
-    for path in list(extra_paths.values()) + side_files(request.output_path):
-        check_output_path(path, request.overwrite, protected)
-    for path in [request.output_path] + list(extra_paths.values()) + \
-            [manifest_path_for(request.output_path)]:
-        remove_stale_partials(path, say)
     ignored = [m for m in card.ignored_inputs if m in inputs]
     if ignored:
         kept = [m for m in inputs if m not in ignored]
@@ -246,10 +317,136 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     th, tw = min(tile, grid.height), min(tile, grid.width)
     rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
-    weights = blend_weights(th, tw, overlap)
-    total = len(rows) * len(cols)
-    say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {total} tiles of "
-        f"{tw} x {th} cells, overlap {overlap}.")
+    return TilePlan(card, inputs, grid, tile, overlap, th, tw, list(rows), list(cols),
+                    blend_weights(th, tw, overlap), patch_task)
+
+
+def open_reader(plan, request):
+    if plan.patch_task:
+        return PatchReader(plan.card, plan.inputs, plan.grid, request.aoi, request.patch_mode)
+    return FeedReader(plan.card, plan.inputs, plan.grid, request.aoi)
+
+
+def halo_start(plan, first_row_index):
+    """The first tile row whose tiles reach into the rows of tile row ``first_row_index``:
+    a block that starts there runs these tiles too, so its cells get every tile's share."""
+    top = plan.rows[first_row_index]
+    return next(j for j, r in enumerate(plan.rows) if r + plan.th > top)
+
+
+def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_cancelled,
+                  progress=None, eta=None, done_before=0):
+    """The tile loop over tile rows ``row_range`` (start, stop): read (ahead, in a thread),
+    infer, blend; ``emit(first_row, probs, valid, graph)`` for every finished strip of rows.
+    Rows above the first tile row of the range (its halo) are blended but not emitted."""
+    card, grid, th, tw = plan.card, plan.grid, plan.th, plan.tw
+    rows, cols, weights = plan.rows, plan.cols, plan.weights
+    progress = progress or (lambda fraction, message: None)
+    total = plan.total
+    start, stop = row_range
+    first = halo_start(plan, start) if start > 0 else 0
+    keep_from = rows[start] if start > 0 else 0
+    acc = StripAccumulator(len(card.classes), grid.width, th, top=rows[first])
+    # the network's other outputs, blended over tiles with the same weights
+    graph_accs = {d.name: (d.output, StripAccumulator(len(d.bands), grid.width, th,
+                                                      top=rows[first]))
+                  for d in written_derived(request, card) if d.kind == "graph_output"}
+    done = done_before
+    read_here = 0.0
+    depth = (1 if plan.patch_task else max(1, request.batch_size)) if PREFETCH else 0
+    windows = [(col, row, tw, th) for row in rows[first:stop] for col in cols]
+    with TilePrefetcher(reader.read, windows, depth) as tiles:
+        tile_stream = iter(tiles)
+        for ri in range(first, stop):
+            row = rows[ri]
+            batch = []
+            for ci, col in enumerate(cols):
+                if is_cancelled():
+                    raise Cancelled("Cancelled by the user; no output was written.")
+                (data, valid), seconds = next(tile_stream)
+                timings["read_s"] += seconds
+                read_here += seconds
+                if not valid.any():  # skip inference where no input has data
+                    acc.add(np.zeros((len(card.classes), th, tw), np.float32),
+                            weights, col, row, valid)
+                    for _, gacc in graph_accs.values():
+                        gacc.add(np.zeros((gacc.n_classes, th, tw), np.float32),
+                                 weights, col, row, valid)
+                elif plan.patch_task:
+                    # the last tile of a row/column is shifted back to end flush with the grid;
+                    # its cells that an earlier tile already classified (same window, same
+                    # result) are not classified again
+                    fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
+                    t = time.perf_counter()
+
+                    def on_chunk(k, of, done=done):
+                        if is_cancelled():
+                            raise Cancelled("Cancelled by the user; no output was written.")
+                        fraction = (done + k / max(of, 1)) / total
+                        progress(fraction, f"Tile {done + 1} of {total}: {k} of {of} cells"
+                                 + (eta.text(fraction) if eta else ""))
+                    probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size,
+                                         only=fresh, on_chunk=on_chunk)
+                    timings["infer_s"] += time.perf_counter() - t
+                    t = time.perf_counter()
+                    acc.add(probs, weights * fresh, col, row, valid)
+                    timings["blend_s"] += time.perf_counter() - t
+                else:
+                    batch.append((col, data, valid))
+                if len(batch) == request.batch_size or (col == cols[-1] and batch):
+                    _infer(session, card, batch, acc, weights, row, timings, graph_accs)
+                    batch = []
+                done += 1
+                progress(done / total, f"Tile {done} of {total}"
+                         + (eta.text(done / total) if eta else ""))
+            next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
+            t = time.perf_counter()
+            top, probs, valid = acc.flush_until(next_row)
+            graph = {name: gacc.flush_until(next_row)[1]
+                     for name, (_, gacc) in graph_accs.items()}
+            if top >= keep_from:
+                emit(top, probs, valid, graph)
+            timings["write_s"] += time.perf_counter() - t
+    # read_s is the reading itself (overlapped with inference when read ahead); read_wait_s
+    # what inference waited for it
+    timings["read_wait_s"] = timings.get("read_wait_s", 0.0) + (
+        tiles.waited_s if depth else read_here)
+    return done
+
+
+def run_classification(request: ClassifyRequest, progress: Optional[Callable] = None,
+                       is_cancelled: Optional[Callable] = None,
+                       log: Optional[Callable] = None) -> ClassifyResult:
+    """Run the whole job; raises UrbanFunctionsError subclasses with user-facing messages.
+    With ``request.dask_scheduler`` the tiles run on a Dask cluster (:mod:`.distributed`)
+    and the map is the same, bit for bit."""
+    t_start = time.perf_counter()
+    messages = []
+
+    def say(msg):
+        messages.append(msg)
+        if log:
+            log(msg)
+
+    progress = progress or (lambda fraction, message: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    inputs = {m: p for m, p in request.inputs.items() if p}
+    protected = list(inputs.values()) + ([request.model_path] if request.model_path else [])
+    check_output_path(request.output_path, request.overwrite, protected)
+    check_geotiff_path(request.output_path)
+    if not request.model_path or not os.path.isfile(request.model_path):
+        raise ModelError(f"Model file not found: {request.model_path!r}.")
+    card = read_card(request.model_path)
+    extra_paths = extra_output_paths(request, card)
+    for path in list(extra_paths.values()) + side_files(request.output_path):
+        check_output_path(path, request.overwrite, protected)
+    for path in [request.output_path] + list(extra_paths.values()) + \
+            [manifest_path_for(request.output_path)]:
+        remove_stale_partials(path, say)
+    plan = plan_job(request, say, card)
+    grid = plan.grid
+    say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {plan.total} tiles of "
+        f"{plan.tw} x {plan.th} cells, overlap {plan.overlap}.")
 
     session = InferenceSession(request.model_path, request.device)
     _check_session(session, card)
@@ -260,17 +457,14 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     writer = None
     extras = {}
     patch_mode = None
+    cluster = None
     eta = TimeLeft(grid.width * grid.height)
     try:
-        if patch_task:
-            reader = PatchReader(card, inputs, grid, request.aoi, request.patch_mode)
-        else:
-            reader = FeedReader(card, inputs, grid, request.aoi)
-        with reader:
+        with open_reader(plan, request) as reader:
             for source in reader.sources.values():
                 for note in source.notes:
                     say(note)
-            if patch_task:
+            if plan.patch_task:
                 if reader.mode_note:
                     say(reader.mode_note)
                 say(f"Patch mode: {MODE_LABELS[reader.mode]}.")
@@ -279,68 +473,17 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}")
             extras = _extra_writers(request, card, grid, extra_paths)
-            acc = StripAccumulator(len(card.classes), grid.width, th)
-            # the network's other outputs, blended over tiles with the same weights
-            graph_accs = {d.name: (d.output, StripAccumulator(len(d.bands), grid.width, th))
-                          for d in written_derived(request, card) if d.kind == "graph_output"}
-            done = 0
-            depth = (1 if patch_task else max(1, request.batch_size)) if PREFETCH else 0
-            windows = [(col, row, tw, th) for row in rows for col in cols]
-            with TilePrefetcher(reader.read, windows, depth) as tiles:
-                tile_stream = iter(tiles)
-                for ri, row in enumerate(rows):
-                    batch = []
-                    for ci, col in enumerate(cols):
-                        if is_cancelled():
-                            raise Cancelled("Cancelled by the user; no output was written.")
-                        (data, valid), seconds = next(tile_stream)
-                        timings["read_s"] += seconds
-                        if not valid.any():  # skip inference where no input has data
-                            acc.add(np.zeros((len(card.classes), th, tw), np.float32),
-                                    weights, col, row, valid)
-                            for _, gacc in graph_accs.values():
-                                gacc.add(np.zeros((gacc.n_classes, th, tw), np.float32),
-                                         weights, col, row, valid)
-                        elif patch_task:
-                            # the last tile of a row/column is shifted back to end flush with
-                            # the grid; its cells that an earlier tile already classified (same
-                            # window, same result) are not classified again
-                            fresh = _fresh_cells(rows, cols, ri, ci, th, tw)
-                            t = time.perf_counter()
+            encode = StripEncoder(request, card)
 
-                            def on_chunk(k, of, done=done):
-                                if is_cancelled():
-                                    raise Cancelled("Cancelled by the user; no output was "
-                                                    "written.")
-                                progress((done + k / max(of, 1)) / total,
-                                         f"Tile {done + 1} of {total}: {k} of {of} cells"
-                                         + eta.text((done + k / max(of, 1)) / total))
-                            probs = reader.infer(session, data, th, tw,
-                                                 chunk=64 * request.batch_size, only=fresh,
-                                                 on_chunk=on_chunk)
-                            timings["infer_s"] += time.perf_counter() - t
-                            t = time.perf_counter()
-                            acc.add(probs, weights * fresh, col, row, valid)
-                            timings["blend_s"] += time.perf_counter() - t
-                        else:
-                            batch.append((col, data, valid))
-                        if len(batch) == request.batch_size or (col == cols[-1] and batch):
-                            _infer(session, card, batch, acc, weights, row, timings, graph_accs)
-                            batch = []
-                        done += 1
-                        progress(done / total, f"Tile {done} of {total}" + eta.text(done / total))
-                    next_row = rows[ri + 1] if ri + 1 < len(rows) else grid.height
-                    t = time.perf_counter()
-                    first, probs, valid = acc.flush_until(next_row)
-                    writer.write_rows(first, probs, valid)
-                    graph = {name: gacc.flush_until(next_row)[1]
-                             for name, (_, gacc) in graph_accs.items()}
-                    for extra, derive in extras.values():
-                        extra.write_rows(first, derive(probs, graph), valid)
-                    timings["write_s"] += time.perf_counter() - t
-            # read_s is the reading itself (overlapped with inference when read ahead);
-            # read_wait_s what inference waited for it
-            timings["read_wait_s"] = tiles.waited_s if depth else timings["read_s"]
+            def emit(first, probs, valid, graph):
+                write_strip(writer, extras, encode(first, probs, valid, graph))
+            if request.dask_scheduler:
+                from .distributed import run_on_dask
+                cluster = run_on_dask(request, plan, lambda p: write_strip(writer, extras, p),
+                                      timings, is_cancelled, progress, say)
+            else:
+                run_tile_rows(plan, request, session, reader, (0, len(plan.rows)), emit, timings,
+                              is_cancelled, progress, eta)
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
             if not writer.counts.any():
@@ -348,7 +491,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     "No cell of the map has data from any input (all nodata, an extent or area "
                     "of interest that misses the data, or inputs smaller than one "
                     f"{grid.cell:g} m cell): nothing was written.")
-            if patch_task:
+            if plan.patch_task and cluster is None:
                 timings["patches"] = reader.patches_classified
                 timings["network_pixels"] = reader.trunk_pixels
             progress(1.0, "Writing overviews")
@@ -358,18 +501,19 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                      for c, n in zip(card.classes, writer.counts)]
             seconds = time.perf_counter() - t_start
             mpath = manifest_path_for(request.output_path)
-            text = run_manifest.build(request, card, grid, session, tile, overlap, total,
-                                      timings, seconds, areas, messages, extra_paths, patch_mode)
+            text = run_manifest.build(request, card, grid, session, plan.tile, plan.overlap,
+                                      plan.total, timings, seconds, areas, messages, extra_paths,
+                                      patch_mode, cluster)
             # everything is finished and read back before anything is published, so a full
             # disk or a failed extra output leaves no file under any final name
-            for extra, _ in extras.values():
+            for extra in extras.values():
                 extra.finish()
             writer.finish()
             staged_manifest = stage_text(mpath, text)
             published = []
             try:
                 while extras:  # beside files first: the class map appearing means the run is done
-                    _, (extra, _) = extras.popitem()
+                    _, extra = extras.popitem()
                     published.append(extra.publish(request.overwrite))
                 published.append(writer.publish(request.overwrite))
                 writer = None
@@ -385,7 +529,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                     os.remove(staged_manifest)
             timings["write_s"] += time.perf_counter() - t
     except BaseException:
-        for extra, _ in extras.values():
+        for extra in extras.values():
             extra.discard()
         if writer is not None:
             writer.discard()
@@ -393,7 +537,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
                           session.providers, time.perf_counter() - t_start, areas, card, grid,
                           timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()},
-                          patch_mode)
+                          patch_mode, cluster)
 
 
 def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None):

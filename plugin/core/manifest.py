@@ -34,7 +34,7 @@ def _input_record(path, spec):
 
 
 def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, areas, messages,
-          extra_outputs=None, patch_mode=None):
+          extra_outputs=None, patch_mode=None, cluster=None):
     doc = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plugin": {"name": "Urban Functions", "version": plugin_version()},
@@ -56,7 +56,8 @@ def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, 
                    "batch_size": request.batch_size, "blending": "raised-cosine weights",
                    **({"patch_mode": patch_mode} if patch_mode else {})},
         "execution": {"device_requested": request.device, "providers_requested": session.requested,
-                      "provider": session.provider, "providers": session.providers},
+                      "provider": session.provider, "providers": session.providers,
+                      **({"dask": cluster} if cluster else {})},
         "timings_s": dict({k: round(v, 3) for k, v in timings.items()}, total=round(seconds, 3)),
         "class_areas": [{"code": a.code, "name": a.name, "cells": a.cells,
                          "area_m2": a.area_m2} for a in areas],

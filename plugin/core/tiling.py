@@ -34,10 +34,10 @@ def blend_weights(height, width, overlap):
 class StripAccumulator:
     """Weighted sum of class probabilities over a strip of rows spanning the full width."""
 
-    def __init__(self, n_classes, width, strip_height):
+    def __init__(self, n_classes, width, strip_height, top=0):
         self.n_classes = n_classes
         self.width = width
-        self.top = 0  # grid row of the strip's first row
+        self.top = top  # grid row of the strip's first row
         self.sum = np.zeros((n_classes, strip_height, width), np.float32)
         self.weight = np.zeros((strip_height, width), np.float32)
         self.valid = np.zeros((strip_height, width), bool)

@@ -113,6 +113,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     PROBABILITIES = "PROBABILITIES"
     OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
     PATCH_MODE = "PATCH_MODE"
+    DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
     SECONDS = "SECONDS"
@@ -181,7 +182,11 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "model) the patch mode: <i>fast</i> runs the network's trunk once per tile, "
             "<i>accurate</i> does that for each test-time view (flips, transpose), <i>per "
             "window</i> runs every cell's window on its own as on the scene benchmark (about "
-            "ten times slower); the model card gives each mode's measured accuracy.</p>"
+            "ten times slower); the model card gives each mode's measured accuracy. <b>Dask "
+            "scheduler</b>: run the tiles on a Dask cluster (a scheduler address, or local:N for "
+            "N worker processes on this machine); every worker must read the inputs and the "
+            "model at the same paths, and the map is the same as a run here (README, "
+            "Command line and Dask clusters).</p>"
             "<p>Models: the bundled ones, the user models folder "
             f"(<tt>{_user_models_dir()}</tt>, where <i>Import So2Sat LCZ weights</i> installs) "
             "and $URBAN_FUNCTIONS_MODELS.</p>")
@@ -252,6 +257,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         advanced.append(QgsProcessingParameterEnum(
             self.PATCH_MODE, "Patch classifiers (VHR scene model): how windows are classified",
             [label for label, _ in PATCH_MODES], False, 0, False))
+        advanced.append(QgsProcessingParameterString(
+            self.DASK_SCHEDULER, "Dask scheduler (tcp://host:8786, or local:N worker processes; "
+            "empty = run here)", defaultValue="", optional=True))
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -341,6 +349,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
                 patch_mode=PATCH_MODES[self.parameterAsEnum(parameters, self.PATCH_MODE,
                                                             context)][1],
+                dask_scheduler=(self.parameterAsString(parameters, self.DASK_SCHEDULER, context)
+                                or "").strip() or None,
                 optional_outputs=self.parameterAsBoolean(parameters, self.OPTIONAL_OUTPUTS,
                                                          context),
                 overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
