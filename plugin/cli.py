@@ -7,11 +7,13 @@
 
 It offers the options of the Processing algorithm ``urbanfunctions:classify`` (the same names,
 lower case with dashes) and needs GDAL, numpy and onnxruntime, not QGIS. Progress goes to
-stderr, a JSON summary of the run to stdout. Ctrl-C cancels: nothing is written. Exit status:
-0 done, 1 failed, 2 bad arguments or inputs, 130 cancelled.
+stderr, a JSON summary of the run to stdout. Ctrl-C or SIGTERM (a batch system's cancel)
+cancels: nothing is written; a second Ctrl-C interrupts at once. Exit status: 0 done, 1 failed,
+2 bad arguments or inputs, 130 cancelled.
 """
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -68,6 +70,22 @@ def _aoi(path):
     return union.ExportToWkt(), srs.ExportToWkt()
 
 
+def _whole_number(minimum):
+    """argparse type: an int of at least ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+    return parse
+
+
+_positive, _not_negative = _whole_number(1), _whole_number(0)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="python -m plugin.cli",
                                  description="Urban Functions without QGIS.")
@@ -83,9 +101,9 @@ def build_parser():
     c.add_argument("--out", required=True, help="output GeoTIFF (class codes)")
     c.add_argument("--extent", type=_extent, help="xmin,ymin,xmax,ymax[,EPSG:code]")
     c.add_argument("--aoi", help="vector file of polygons: only inside them is mapped")
-    c.add_argument("--tile-size", type=int, help="output cells (default: the model's)")
-    c.add_argument("--overlap", type=int, help="output cells (default: the model's)")
-    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--tile-size", type=_positive, help="output cells (default: the model's)")
+    c.add_argument("--overlap", type=_not_negative, help="output cells (default: the model's)")
+    c.add_argument("--batch-size", type=_positive, default=4)
     c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     c.add_argument("--confidence", action="store_true", help="band 2: confidence in percent")
     c.add_argument("--probabilities", action="store_true",
@@ -98,7 +116,7 @@ def build_parser():
     c.add_argument("--dask", metavar="SCHEDULER",
                    help="run on a Dask cluster: tcp://host:8786, or local:N for N worker "
                    "processes here (inputs and model must be readable by every worker)")
-    c.add_argument("--dask-block-rows", type=int, default=4,
+    c.add_argument("--dask-block-rows", type=_positive, default=4,
                    help="tile rows per Dask task (default 4)")
     c.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sub.add_parser("models", help="list the installed models (JSON)")
@@ -140,7 +158,15 @@ def classify(args):
         patch_mode=args.patch_mode, dask_scheduler=args.dask,
         dask_block_rows=args.dask_block_rows)
     cancel = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+
+    def on_signal(signum, _frame):
+        # the first Ctrl-C (or SIGTERM, e.g. from a batch system) cancels cleanly; a second
+        # Ctrl-C interrupts whatever is waiting (a scheduler that does not answer)
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        print("Cancelling (Ctrl-C again to interrupt at once)…", file=sys.stderr, flush=True)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         log = (lambda msg: None) if args.quiet else (
             lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -149,9 +175,11 @@ def classify(args):
         res = run_classification(request, progress=_progress(args.quiet),
                                  is_cancelled=cancel.is_set, log=log)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(json.dumps({
-        "output": res.output_path, "manifest": res.manifest_path, "model": entry.card.name,
+        "output": res.output_path, "manifest": os.path.abspath(res.manifest_path),
+        "model": entry.card.name,
         "provider": res.provider, "seconds": round(res.seconds, 3),
         "extra_outputs": res.extra_outputs, "patch_mode": res.patch_mode,
         "class_areas_m2": {a.name: a.area_m2 for a in res.class_areas},
@@ -181,6 +209,13 @@ def main(argv=None):
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UrbanFunctionsError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("Interrupted: no output was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (RuntimeError, ValueError, OSError) as exc:
+        # GDAL's and the cluster's own errors (e.g. coordinates outside a CRS): said plainly
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -144,7 +144,8 @@ def test_progress_within_a_block_comes_from_the_workers(sample_city, cluster, tm
                         str(tmp_path / "map.tif"), tile_size=64, overlap=16,
                         dask_scheduler=cluster.scheduler_address, dask_block_rows=100),
         progress=lambda f, m: seen.append((f, m)))
-    inside = [(f, m) for f, m in seen if m.endswith(" tiles") and m.startswith("Block 1 of 1")]
+    inside = [(f, m) for f, m in seen if m.endswith(" tiles (halo included)")
+              and m.startswith("Block 1 of 1")]
     assert inside, seen
     assert all(0 < f < 1 for f, _ in inside)
     assert [f for f, _ in inside] == sorted(f for f, _ in inside)
@@ -285,3 +286,64 @@ def test_cli_extent_and_aoi_like_processing(sample_city, tmp_path):
     classes = _bands(str(out))
     assert classes.shape == (120, 120)
     assert (classes[:, :55] > 0).all() and (classes[:, 65:] == 0).all()
+
+
+def test_paths_sent_to_workers_are_absolute(tmp_path, monkeypatch):
+    """A worker's working folder is another: relative local paths are made absolute, GDAL
+    virtual paths and URLs are kept."""
+    from plugin.core.distributed import _portable
+    from plugin.core.engine import ClassifyRequest
+    monkeypatch.chdir(tmp_path)
+    r = _portable(ClassifyRequest({"vhr": "ortho.tif", "s2_summer": "/vsis3/bucket/s2.tif",
+                                   "ntl": "https://example.org/ntl.tif"}, "m.onnx", "out.tif",
+                                  dask_scheduler="tcp://h:8786"))
+    assert r.inputs == {"vhr": str(tmp_path / "ortho.tif"), "s2_summer": "/vsis3/bucket/s2.tif",
+                        "ntl": "https://example.org/ntl.tif"}
+    assert r.model_path == str(tmp_path / "m.onnx") and r.dask_scheduler is None
+
+
+def test_a_scheduler_without_workers_can_be_cancelled(sample_city, tmp_path):
+    from dask.distributed import LocalCluster
+    from plugin.core.engine import ClassifyRequest, run_classification
+    from plugin.core.errors import Cancelled
+    out = tmp_path / "out"
+    out.mkdir()
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as empty:
+        with pytest.raises(Cancelled):
+            run_classification(
+                ClassifyRequest({"s2_summer": sample_city.inputs["s2_summer"]},
+                                os.path.join(MODELS, "sample_city_fusion.onnx"),
+                                str(out / "m.tif"), dask_scheduler=empty.scheduler_address),
+                is_cancelled=lambda: True)
+    assert not list(out.iterdir())
+
+
+def test_cli_sigterm_cancels_and_leaves_no_file(sample_city, tmp_path):
+    """SIGTERM (what SLURM sends at a cancel or the time limit) cancels like Ctrl-C."""
+    import time
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, "-m", "plugin.cli", "classify", "--model", "urban-fusion",
+            "--tile-size", "16", "--overlap", "8", "--out", str(out / "map.tif")]
+    for m, p in sample_city.inputs.items():
+        args += ["--" + m.replace("_", "-"), p]
+    proc = subprocess.Popen(args, cwd=ROOT, env=_no_qgis_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "Tile" not in line:          # running: the first tiles are done
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, "the run ended before it could be cancelled"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert not list(out.iterdir())
+
+
+def test_cli_bad_scheduler_address_exit_2(sample_city, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "plugin.cli", "classify", "--s2-summer",
+                          sample_city.inputs["s2_summer"], "--model", "sample-city-fusion",
+                          "--dask", "foo", "--out", str(tmp_path / "x.tif")], cwd=ROOT,
+                         env=_no_qgis_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Cannot reach the Dask scheduler" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.tif").exists()

@@ -30,6 +30,8 @@ from .engine import halo_start
 from .errors import Cancelled, InputError
 
 POLL_S = 0.1   # cancel is checked this often while waiting for a block
+CONNECT_TIMEOUT_S = 30
+WORKERS_TIMEOUT_S = 60
 PROGRESS_EVERY_S = 0.5   # a worker reports the tiles done in its block this often
 
 
@@ -58,6 +60,15 @@ def _ort_threads(workers_per_host):
     except (ImportError, ValueError):
         pass
     return max(1, (os.cpu_count() or 1) // max(1, n))
+
+
+def _worker_address():
+    """The worker's address as the scheduler lists it (host:pid outside a worker)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _tile_reporter(topic, block, total):
@@ -102,7 +113,7 @@ def classify_block(request, row_range, workers_per_host=None, progress_topic=Non
     return {"range": list(row_range), "strips": strips, "tiles": tiles,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "seconds": round(time.perf_counter() - t0, 3),
-            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "worker": _worker_address(),
             "provider": session.provider, "plugin_version": _plugin_version()}
 
 
@@ -135,10 +146,51 @@ def _connect(address):
             cluster.close()
             raise
     try:
-        return Client(address, timeout=30), None
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"Cannot reach the Dask scheduler at {address!r} ({exc}). Start one "
-                         "with `dask scheduler` and workers with `dask worker ADDRESS`.") from None
+        return Client(address, timeout=CONNECT_TIMEOUT_S), None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"Cannot reach the Dask scheduler at {address!r} ({exc}). Give the "
+                         "scheduler's address (tcp://host:8786, not the dashboard's port), or "
+                         "local:N; start one with `dask scheduler` and workers with `dask worker "
+                         "ADDRESS`.") from None
+
+
+def _wait_for_workers(client, is_cancelled):
+    """The scheduler's workers, waiting up to WORKERS_TIMEOUT_S for the first (cancel works)."""
+    deadline = time.perf_counter() + WORKERS_TIMEOUT_S
+    while True:
+        workers = client.scheduler_info().get("workers", {})
+        if workers:
+            return workers
+        if is_cancelled():
+            raise Cancelled("Cancelled by the user; no output was written.")
+        if time.perf_counter() > deadline:
+            raise InputError(f"The Dask scheduler at {client.scheduler.address} has no worker "
+                             f"(waited {WORKERS_TIMEOUT_S:.0f} s): start some with `dask worker "
+                             f"{client.scheduler.address}`.")
+        time.sleep(0.5)
+
+
+def _portable(request):
+    """The request with every local path absolute (a worker's working folder is another);
+    GDAL virtual paths (/vsi...) and URLs are kept as given."""
+    def fix(path):
+        if not path or "://" in path or path.startswith("/vsi"):
+            return path
+        return os.path.abspath(path)
+    return dataclasses.replace(request, dask_scheduler=None,
+                               inputs={m: fix(p) for m, p in request.inputs.items()},
+                               model_path=fix(request.model_path),
+                               output_path=fix(request.output_path))
+
+
+def _worker_error(exc):
+    """A clear message for what the cluster raises when it cannot run our tasks."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "plugin":
+        return InputError(
+            "The Dask scheduler or a worker cannot import Urban Functions (No module named "
+            f"{exc.name!r}): start `dask scheduler` and `dask worker` with the plugin's folder "
+            "(the one holding plugin/) on PYTHONPATH, the same version as here.")
+    return None
 
 
 def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
@@ -147,10 +199,7 @@ def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
     client, cluster = _connect(request.dask_scheduler)
     futures = {}
     try:
-        workers = client.scheduler_info().get("workers", {})
-        if not workers:
-            client.wait_for_workers(1, timeout=60)
-            workers = client.scheduler_info().get("workers", {})
+        workers = _wait_for_workers(client, is_cancelled)
         n_workers = len(workers)
         # worker processes on one host share its cores (onnxruntime threads per worker)
         workers_per_host = {}
@@ -160,7 +209,7 @@ def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
         blocks = plan_blocks(plan, request.dask_block_rows)
         say(f"Dask: {n_workers} worker(s) at {client.scheduler.address}; {len(blocks)} blocks of "
             f"{request.dask_block_rows} tile rows.")
-        remote = dataclasses.replace(request, dask_scheduler=None)
+        remote = _portable(request)
         run_id = uuid.uuid4().hex[:8]
         in_flight = max(2, 2 * n_workers)   # backpressure: results wait on the workers
         version = _plugin_version()
@@ -195,7 +244,8 @@ def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
                     live = sum(min(n, block_tiles[b]) for b, n in list(running.items()))
                     progress(min(1.0, (done_tiles + live) / all_tiles),
                              f"Block {index + 1} of {len(blocks)} (Dask, {n_workers} "
-                             f"workers): {done_tiles + live} of {all_tiles} tiles")
+                             f"workers): {done_tiles + live} of {all_tiles} tiles (halo "
+                             "included)")
                 time.sleep(POLL_S)
             if is_cancelled():
                 raise Cancelled("Cancelled by the user; no output was written.")
@@ -221,6 +271,11 @@ def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
                 "workers": sorted(workers), "blocks": records,
                 "block_rows": request.dask_block_rows,
                 "halo_tiles_recomputed": extra}
+    except Exception as exc:
+        clear = _worker_error(exc)
+        if clear is None:
+            raise
+        raise clear from None
     finally:
         if futures:
             client.cancel(list(futures.values()))

@@ -27,7 +27,7 @@ def check_output_path(path, overwrite, inputs=()):
         raise OutputError(f"The output folder {folder!r} is not writable.")
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"{path!r} already exists; choose another name or allow overwriting "
-                          "(OVERWRITE=true in Processing).")
+                          "(OVERWRITE=true in Processing, --overwrite on the command line).")
 
 
 def same_file(a, b):

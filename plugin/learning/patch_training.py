@@ -263,6 +263,17 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
                  "test_time_views": list(views)})
     card["architecture"] = arch
     card["output"] = dict(raw["output"])          # patches: no tile context needed
+    shared = (card.get("patch") or {}).get("shared_trunk")
+    if shared:
+        # the mode it was trained and scored in on your held-out blocks; measured on the UC
+        # Merced adaptation evidence, the shared-trunk modes were slightly worse for a model
+        # fine-tuned window by window (README, the VHR scene model adapted)
+        card["patch"] = dict(card["patch"], shared_trunk=dict(
+            shared, default_mode="windows",
+            note=("Fine-tuned window by window and scored so on your held-out blocks, so "
+                  "classify runs it window by window by default. The fast and accurate modes "
+                  "run the trunk once per tile (about ten times faster) but were not scored on "
+                  "your blocks.")))
     card["training"].update({
         "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": None,
         "optimizer": (f"AdamW, lr {LR:g} (classifier layer x{HEAD_LR_MULT:g}); epoch 1 at that "
