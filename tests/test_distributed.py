@@ -347,3 +347,30 @@ def test_cli_bad_scheduler_address_exit_2(sample_city, tmp_path):
                          env=_no_qgis_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Cannot reach the Dask scheduler" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "x.tif").exists()
+
+
+def test_a_port_that_never_answers_can_be_cancelled(sample_city, tmp_path):
+    """A listening socket that never speaks Dask (like the dashboard's HTTP port) would keep
+    the connect waiting: cancel still stops the run within seconds, and nothing is written."""
+    import socket
+    import time
+    from plugin.core.engine import ClassifyRequest, run_classification
+    from plugin.core.errors import Cancelled
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    out = tmp_path / "out"
+    out.mkdir()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(Cancelled):
+            run_classification(
+                ClassifyRequest({"s2_summer": sample_city.inputs["s2_summer"]},
+                                os.path.join(MODELS, "sample_city_fusion.onnx"),
+                                str(out / "m.tif"), dask_scheduler=f"tcp://127.0.0.1:{port}"),
+                is_cancelled=lambda: time.perf_counter() - t0 > 2)
+    finally:
+        server.close()
+    assert time.perf_counter() - t0 < 15
+    assert not list(out.iterdir())

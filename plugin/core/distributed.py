@@ -23,6 +23,7 @@ import dataclasses
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -117,7 +118,7 @@ def classify_block(request, row_range, workers_per_host=None, progress_topic=Non
             "provider": session.provider, "plugin_version": _plugin_version()}
 
 
-def _connect(address):
+def _connect(address, is_cancelled=lambda: False):
     """(client, local cluster or None)."""
     try:
         from dask.distributed import Client, LocalCluster
@@ -145,13 +146,33 @@ def _connect(address):
         except BaseException:
             cluster.close()
             raise
-    try:
-        return Client(address, timeout=CONNECT_TIMEOUT_S), None
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(f"Cannot reach the Dask scheduler at {address!r} ({exc}). Give the "
-                         "scheduler's address (tcp://host:8786, not the dashboard's port), or "
-                         "local:N; start one with `dask scheduler` and workers with `dask worker "
-                         "ADDRESS`.") from None
+    # connected in a thread: a port that accepts but never speaks Dask (the dashboard's) makes
+    # Client() wait past its own timeout, and cancel must work meanwhile
+    hint = ("Give the scheduler's address (tcp://host:8786, not the dashboard's port), or "
+            "local:N; start one with `dask scheduler` and workers with `dask worker ADDRESS`.")
+    outcome = {}
+
+    def connect():
+        try:
+            outcome["client"] = Client(address, timeout=CONNECT_TIMEOUT_S)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+    thread = threading.Thread(target=connect, name="dask-connect", daemon=True)
+    thread.start()
+    deadline = time.perf_counter() + CONNECT_TIMEOUT_S + 5
+    while thread.is_alive():
+        if is_cancelled():
+            raise Cancelled("Cancelled by the user; no output was written.")
+        if time.perf_counter() > deadline:
+            raise InputError(f"No Dask scheduler answered at {address!r} within "
+                             f"{CONNECT_TIMEOUT_S + 5:.0f} s. {hint}")
+        thread.join(0.2)
+    exc = outcome.get("error")
+    if isinstance(exc, (OSError, TimeoutError, ValueError)):
+        raise InputError(f"Cannot reach the Dask scheduler at {address!r} ({exc}). {hint}")
+    if exc is not None:
+        raise exc
+    return outcome["client"], None
 
 
 def _wait_for_workers(client, is_cancelled):
@@ -196,7 +217,7 @@ def _worker_error(exc):
 def run_on_dask(request, plan, write, timings, is_cancelled, progress, say):
     """Run the blocks on the cluster and ``write(strip)`` every strip in order; returns the
     record for the run manifest (scheduler, workers, per-block timings)."""
-    client, cluster = _connect(request.dask_scheduler)
+    client, cluster = _connect(request.dask_scheduler, is_cancelled)
     futures = {}
     try:
         workers = _wait_for_workers(client, is_cancelled)
