@@ -134,23 +134,33 @@ def written_derived(request, card):
 
 
 def extra_output_specs(request, card):
-    """name -> (kind, derive, codes) of the rasters written beside the class map: ``derive``
-    maps (probs [C, n, W], graph outputs {name: [B, n, W]}) to what the raster holds; kind
-    ``values`` (float32 bands) or ``classes`` (codes ``codes``). A pure function of the request
-    and card, so a cluster worker derives exactly what an in-process run does."""
+    """name -> (kind, derive, codes, make_writer) of the rasters written beside the class map:
+    ``derive`` maps (probs [C, n, W], graph outputs {name: [B, n, W]}) to what the raster
+    holds; kind ``values`` (float32 bands) or ``classes`` (codes ``codes``); ``make_writer(path,
+    grid)`` opens its writer. A pure function of the request and card, so a cluster worker
+    derives exactly what an in-process run does."""
     index = {c.code: i for i, c in enumerate(card.classes)}
     specs = {}
     if request.probabilities:
-        specs["probabilities"] = ("values", _probabilities, None)
+        specs["probabilities"] = ("values", _probabilities, None, lambda path, grid: (
+            ValueRasterWriter(path, grid, [f"P({c.label})" for c in card.classes],
+                              f"Class probabilities by {card.name}")))
     for d in written_derived(request, card):
         if d.kind == "class_sum":
-            specs[d.name] = ("values", _ClassSum([index[c] for c in d.codes]), None)
+            specs[d.name] = ("values", _ClassSum([index[c] for c in d.codes]), None,
+                             lambda path, grid, d=d: ValueRasterWriter(
+                                 path, grid, [d.label], d.description))
         elif d.kind == "graph_output":
-            specs[d.name] = ("values", _GraphOutput(d.name), None)
+            specs[d.name] = ("values", _GraphOutput(d.name), None,
+                             lambda path, grid, d=d: ValueRasterWriter(
+                                 path, grid, list(d.bands), d.description or d.label))
         else:
             specs[d.name] = ("classes", _ClassGroups([[index[c] for c in src]
                                                       for _, src in d.groups]),
-                             np.array([g.code for g, _ in d.groups], np.uint8))
+                             np.array([g.code for g, _ in d.groups], np.uint8),
+                             lambda path, grid, d=d: ClassRasterWriter(
+                                 path, grid, [g for g, _ in d.groups],
+                                 description=d.description, band_name=d.label))
     return specs
 
 
@@ -186,20 +196,8 @@ def _extra_writers(request, card, grid, paths):
     """name -> writer of the rasters written beside the class map (see extra_output_specs)."""
     writers = {}
     try:
-        if request.probabilities:
-            writers["probabilities"] = ValueRasterWriter(
-                paths["probabilities"], grid, [f"P({c.label})" for c in card.classes],
-                f"Class probabilities by {card.name}")
-        for d in written_derived(request, card):
-            if d.kind == "class_sum":
-                writers[d.name] = ValueRasterWriter(paths[d.name], grid, [d.label], d.description)
-            elif d.kind == "graph_output":
-                writers[d.name] = ValueRasterWriter(paths[d.name], grid, list(d.bands),
-                                                    d.description or d.label)
-            else:
-                writers[d.name] = ClassRasterWriter(
-                    paths[d.name], grid, [g for g, _ in d.groups], description=d.description,
-                    band_name=d.label)
+        for name, (_, _, _, make_writer) in extra_output_specs(request, card).items():
+            writers[name] = make_writer(paths[name], grid)
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -219,11 +217,11 @@ class StripEncoder:
 
     def __call__(self, first, probs, valid, graph):
         extras = {}
-        for name, (kind, derive, codes) in self.extras.items():
+        for name, (kind, derive, codes, _) in self.extras.items():
             values = derive(probs, graph)
             extras[name] = (encode_values(values, valid) if kind == "values" else
                             encode_classes(codes, values, valid, False))
-        return {"row": first, "rows": int(valid.shape[0]),
+        return {"row": first,
                 "main": encode_classes(self.codes, probs, valid, self.confidence),
                 "extras": extras}
 
@@ -335,7 +333,7 @@ def halo_start(plan, first_row_index):
 
 
 def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_cancelled,
-                  progress=None, eta=None, done_before=0):
+                  progress=None, eta=None):
     """The tile loop over tile rows ``row_range`` (start, stop): read (ahead, in a thread),
     infer, blend; ``emit(first_row, probs, valid, graph)`` for every finished strip of rows.
     Rows above the first tile row of the range (its halo) are blended but not emitted."""
@@ -351,7 +349,7 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
     graph_accs = {d.name: (d.output, StripAccumulator(len(d.bands), grid.width, th,
                                                       top=rows[first]))
                   for d in written_derived(request, card) if d.kind == "graph_output"}
-    done = done_before
+    done = 0
     read_here = 0.0
     depth = (1 if plan.patch_task else max(1, request.batch_size)) if PREFETCH else 0
     windows = [(col, row, tw, th) for row in rows[first:stop] for col in cols]
