@@ -17,8 +17,9 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
+from .area_average import AreaAverageReader, area_average_geometry
 from .feeds import (FLOAT_TYPES, InputSet, aligned_offset, band_order_note, band_statistics,
-                    check_plausible, normalize, read_source, select_bands)
+                    check_plausible, normalize, read_source, select_bands, warped_vrt)
 from .rasters import inspect_raster
 from .shared_trunk import classify_tile, classify_windows, resolve_mode, tile_pixels
 
@@ -43,6 +44,10 @@ class PatchSource:
         self.nodata = nodata
         self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
         offset = aligned_offset(self.info, self.grid)
+        geometry = (None if offset is not None else
+                    area_average_geometry(self.info, src, self.bands, self.grid,
+                                          spec.resampling))
+        self._area = None
         if offset is not None:
             self.ds, self.offset = src, offset
             self.size = (self.info.width, self.info.height)
@@ -50,18 +55,16 @@ class PatchSource:
             self.notes.append(f"{spec.label} lies on the model's pixel grid: read without "
                               "resampling.")
         else:
-            xmin, ymin, xmax, ymax = self.grid.bounds
-            options = dict(format="VRT", outputBounds=(xmin, ymin, xmax, ymax), xRes=spec.gsd_m,
-                           yRes=spec.gsd_m, dstSRS=grid.crs_wkt, resampleAlg=spec.resampling,
-                           dstAlpha=True, outputType=gdal.GDT_Float32)
-            if nodata is not None:
-                options["srcNodata"] = nodata
             if self.bands != list(range(1, self.info.band_count + 1)):
                 src = gdal.Translate("", src, format="VRT", bandList=self.bands)
-            try:
-                self.ds = gdal.Warp("", src, **options)
-            except RuntimeError as exc:
-                raise InputError(f"{spec.label}: cannot reproject {path!r} ({exc}).") from exc
+            if geometry is not None:
+                # finer imagery in the output CRS: an exact area average in numpy
+                self._area = AreaAverageReader(gdal.Open(self.info.path, gdal.GA_ReadOnly),
+                                               self.bands, nodata,
+                                               (self.info.width, self.info.height), geometry)
+                self.ds = None
+            else:
+                self.ds = warped_vrt(src, self.grid, spec, grid.crs_wkt, nodata, path)
             self._src = src
             self.offset = (0, 0)
             self.size = (self.grid.width, self.grid.height)
@@ -85,7 +88,9 @@ class PatchSource:
             nb = len(self.bands)
             return (np.zeros((nb, h, w), np.float32), np.zeros((h, w), bool),
                     np.zeros((h, w), bool))
-        if self._alpha:
+        if self._area is not None:
+            raw, valid = self._area.read(cx0, cy0, cx1 - cx0, cy1 - cy0)
+        elif self._alpha:
             arr = self.ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0).astype(np.float32)
             raw, valid = arr[:-1], arr[-1] > 127.5
         else:
@@ -110,6 +115,7 @@ class PatchSource:
     def close(self):
         self.ds = None
         self._src = None
+        self._area = None
 
 
 class PatchReader(InputSet):
