@@ -103,8 +103,12 @@ def build_parser():
     c.add_argument("--aoi", help="vector file of polygons: only inside them is mapped")
     c.add_argument("--tile-size", type=_positive, help="output cells (default: the model's)")
     c.add_argument("--overlap", type=_not_negative, help="output cells (default: the model's)")
-    c.add_argument("--batch-size", type=_positive, default=4)
+    c.add_argument("--batch-size", type=_not_negative, default=0,
+                   help="tiles per inference call (default 0: 4 on the CPU, from the free "
+                        "memory on a GPU)")
     c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    c.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: GPU only; the first batch is checked against fp32")
     c.add_argument("--confidence", action="store_true", help="band 2: confidence in percent")
     c.add_argument("--probabilities", action="store_true",
                    help="also OUT_probabilities.tif (float32 per class)")
@@ -153,6 +157,7 @@ def classify(args):
         inputs=inputs, model_path=entry.path, output_path=args.out, extent=extent,
         aoi=_aoi(args.aoi) if args.aoi else None, tile_size=args.tile_size,
         overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        precision=args.precision,
         confidence=args.confidence, probabilities=args.probabilities,
         optional_outputs=args.optional_outputs, overwrite=args.overwrite,
         patch_mode=args.patch_mode, dask_scheduler=args.dask,

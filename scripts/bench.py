@@ -95,6 +95,10 @@ def raw_ort_seconds(request):
     rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
     session = InferenceSession(request.model_path, request.device)
+    # the batch size the engine resolves for this provider (4 on the CPU, free memory on a GPU)
+    from plugin.core.engine import TilePlan, with_batch_size
+    request = with_batch_size(request, session, TilePlan(
+        card, request.inputs, grid, tile, overlap, th, tw, [], [], None, patch), lambda _m: None)
     batches = []
 
     mode = resolve_mode(card.patch, request.patch_mode)[0] if patch else None

@@ -242,7 +242,7 @@ CASES = {
     "tile-size-zero": (C, lambda w, o: classify(w, o, TILE_SIZE=0), ["tile_size", "1 to 4096"]),
     "tile-size-huge": (C, lambda w, o: classify(w, o, TILE_SIZE=100000), ["1 to 4096"]),
     "overlap-negative": (C, lambda w, o: classify(w, o, OVERLAP=-1), ["overlap", "0 to 2048"]),
-    "batch-zero": (C, lambda w, o: classify(w, o, BATCH_SIZE=0), ["batch_size", "1 to 256"]),
+    "batch-negative": (C, lambda w, o: classify(w, o, BATCH_SIZE=-1), ["batch_size", "0 to 256"]),
     "device-unknown": (C, lambda w, o: classify(w, o, DEVICE=9), ["device", "choose one of"]),
     "model-unknown": (C, lambda w, o: classify(w, o, MODEL="no-such-model"),
                       ["no model named"]),

@@ -110,10 +110,10 @@ def test_provider_lists_the_algorithm_with_its_parameters(provider):
     assert alg is not None and alg.displayName() == "Classify urban functions"
     names = [p.name() for p in alg.parameterDefinitions()]
     for name in ("VHR", "NTL", "S2_SPRING", "S2_SUMMER", "S2_AUTUMN", "S2_WINTER", "MODEL",
-                 "EXTENT", "AOI", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "CONFIDENCE",
-                 "OUTPUT"):
+                 "EXTENT", "AOI", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "PRECISION",
+                 "CONFIDENCE", "OUTPUT"):
         assert name in names
-    for name in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE"):
+    for name in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "PRECISION"):
         assert alg.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
     for name in ("VHR", "NTL", "S2_SUMMER", "MODEL", "EXTENT", "AOI"):
         assert alg.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagOptional

@@ -40,8 +40,9 @@ class ClassifyRequest:
     aoi: Optional[tuple] = None          # (polygon_wkt, crs_wkt): its bbox, masked outside
     tile_size: Optional[int] = None      # output cells; default from the model card
     overlap: Optional[int] = None
-    batch_size: int = 4
+    batch_size: int = 0                  # 0 = automatic: 4 on CPU, from free memory on a GPU
     device: str = "auto"                 # auto | cpu | cuda
+    precision: str = "fp32"              # fp32 | fp16 (GPU only; checked against fp32)
     confidence: bool = False
     probabilities: bool = False          # also write <stem>_probabilities.tif (float32 per class)
     optional_outputs: bool = False       # also the card's optional graph outputs (e.g. gates)
@@ -288,6 +289,41 @@ class TilePlan:
         return len(self.rows) * len(self.cols)
 
 
+CPU_BATCH = 4
+
+
+def tile_input_bytes(plan):
+    """Bytes of float32 input of one batch unit: a tile of every input (a fusion network), or
+    the 64 windows of a patch classifier's chunk."""
+    card = plan.card
+    if plan.patch_task:
+        p = card.patch
+        return 64 * len(card.inputs[0].bands) * p.patch_px * p.patch_px * 4
+    cell = plan.grid.cell
+    return sum(len(spec.bands) * math.ceil(plan.th * cell / spec.gsd_m)
+               * math.ceil(plan.tw * cell / spec.gsd_m) * 4
+               for spec in card.inputs if spec.modality in plan.inputs)
+
+
+def with_batch_size(request, session, plan, say):
+    """The request with its batch size resolved: as given, else 4 on the CPU and, on a GPU,
+    as many tiles as fit in half of its free memory (:func:`.runtime.batch_for_memory`)."""
+    from dataclasses import replace
+
+    from .runtime import CUDA, batch_for_memory, gpu_free_bytes
+    if request.batch_size:
+        return request
+    batch = CPU_BATCH
+    if session.provider == CUDA:
+        free = gpu_free_bytes()
+        if free is None:
+            say(f"Batch size {batch}: the GPU's free memory could not be read.")
+        else:
+            batch = batch_for_memory(free, tile_input_bytes(plan))
+            say(f"Batch size {batch}, from the GPU's free memory ({free / 2 ** 30:.1f} GiB).")
+    return replace(request, batch_size=batch)
+
+
 def plan_job(request, say=lambda msg: None, card=None):
     """:class:`TilePlan` of a request; ``say`` gets the notes a user should read."""
     card = card or read_card(request.model_path)
@@ -303,8 +339,8 @@ def plan_job(request, say=lambda msg: None, card=None):
         say(f"Left out {', '.join(ignored)}: the model's held-out blocks scored better "
             "without it (see the card's input check).")
         inputs = {m: inputs[m] for m in kept}
-    if request.batch_size < 1:
-        raise InputError("Batch size must be at least 1.")
+    if request.batch_size < 0:
+        raise InputError("Batch size must be at least 1 (or 0 for automatic).")
     grid = plan_grid(card, inputs, request.extent, request.aoi)
     check_big_enough(grid)
     tile, overlap = resolve_tiling(card, grid, request.tile_size, request.overlap, say)
@@ -351,7 +387,8 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                   for d in written_derived(request, card) if d.kind == "graph_output"}
     done = 0
     read_here = 0.0
-    depth = (1 if plan.patch_task else max(1, request.batch_size)) if PREFETCH else 0
+    batch_size = request.batch_size or CPU_BATCH
+    depth = (1 if plan.patch_task else batch_size) if PREFETCH else 0
     windows = [(col, row, tw, th) for row in rows[first:stop] for col in cols]
     with TilePrefetcher(reader.read, windows, depth) as tiles:
         tile_stream = iter(tiles)
@@ -383,7 +420,7 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                         fraction = (done + k / max(of, 1)) / total
                         progress(fraction, f"Tile {done + 1} of {total}: {k} of {of} cells"
                                  + (eta.text(fraction) if eta else ""))
-                    probs = reader.infer(session, data, th, tw, chunk=64 * request.batch_size,
+                    probs = reader.infer(session, data, th, tw, chunk=64 * batch_size,
                                          only=fresh, on_chunk=on_chunk)
                     timings["infer_s"] += time.perf_counter() - t
                     t = time.perf_counter()
@@ -391,7 +428,7 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                     timings["blend_s"] += time.perf_counter() - t
                 else:
                     batch.append((col, data, valid))
-                if len(batch) == request.batch_size or (col == cols[-1] and batch):
+                if len(batch) == batch_size or (col == cols[-1] and batch):
                     _infer(session, card, batch, acc, weights, row, timings, graph_accs)
                     batch = []
                 done += 1
@@ -446,9 +483,14 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {plan.total} tiles of "
         f"{plan.tw} x {plan.th} cells, overlap {plan.overlap}.")
 
-    session = InferenceSession(request.model_path, request.device)
+    if request.precision == "fp16" and (card.raw.get("runtime") or {}).get("fp16") is False:
+        raise ModelError(f"The card of {card.name} does not allow float16: use float32.")
+    session = InferenceSession(request.model_path, request.device, on_fallback=say,
+                               precision=request.precision)
     _check_session(session, card)
-    say(f"onnxruntime provider: {session.provider} (requested {', '.join(session.requested)}).")
+    say(f"onnxruntime provider: {session.provider} (requested {', '.join(session.requested)})"
+        + ("; inputs and outputs through I/O binding." if session.io_binding else "."))
+    request = with_batch_size(request, session, plan, say)
     timings = {"read_s": 0.0, "infer_s": 0.0, "blend_s": 0.0, "write_s": 0.0}
     progress(0.0, "Reading inputs")
 

@@ -4,6 +4,10 @@ from .errors import MissingDependencyError, ModelError
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
+# the first batch in float16 is checked against float32: below this share of cells with the same
+# class the run goes on in float32, and says so
+FP16_MIN_SAME_CLASS = 0.99
 
 
 def import_onnxruntime():
@@ -56,30 +60,176 @@ def _preload_cuda_libraries(ort):
         pass
 
 
-class InferenceSession:
-    """Thin wrapper: opens the model, knows its input names and the provider that really runs."""
+def gpu_free_bytes():
+    """Free memory of CUDA device 0 in bytes, or None when it cannot be asked (no GPU, no CUDA
+    runtime library). Asked of the CUDA runtime that onnxruntime-gpu loads."""
+    import ctypes
+    import ctypes.util
+    names = [ctypes.util.find_library("cudart")] + [f"libcudart.so.{v}" for v in (12, 13, 11)]
+    for name in [n for n in names if n]:
+        try:
+            cudart = ctypes.CDLL(name)
+        except OSError:
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        try:
+            if cudart.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) == 0:
+                return int(free.value)
+        except AttributeError:
+            continue
+    return None
 
-    def __init__(self, onnx_path, device="auto", threads=0):
+
+# what one tile in a batch may need on the GPU, as a multiple of its input bytes (activations
+# of the bundled CNNs at their widest, in float32, with room for onnxruntime's arena); the batch
+# takes at most half of the free memory
+ACTIVATION_FACTOR = 64
+GPU_MEMORY_SHARE = 0.5
+MAX_AUTO_BATCH = 64
+
+
+def batch_for_memory(free_bytes, input_bytes_per_tile, cap=MAX_AUTO_BATCH):
+    """Tiles per inference call that fit in ``GPU_MEMORY_SHARE`` of ``free_bytes``."""
+    per_tile = max(1, int(input_bytes_per_tile) * ACTIVATION_FACTOR)
+    return int(max(1, min(cap, free_bytes * GPU_MEMORY_SHARE // per_tile)))
+
+
+def fp16_model_bytes(onnx_path):
+    """The model converted to float16 weights and activations, with float32 inputs and outputs
+    (onnxruntime's own converter; the ops it knows to be unsafe in float16 stay float32)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = onnx.load(str(onnx_path))
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    return converted.SerializeToString()
+
+
+class InferenceSession:
+    """Thin wrapper: opens the model, knows its input names and the provider that really runs.
+
+    On CUDA the inputs and outputs go through onnxruntime's I/O binding (each input copied to
+    the device once, outputs allocated there by onnxruntime and copied back once). With
+    ``precision="fp16"`` (CUDA only) the graph runs in float16; its first batch is compared
+    with float32 (``parity``) and the run falls back to float32 if the classes differ. When CUDA
+    fails, at load or at run time (out of memory, a driver error), the session continues on the
+    CPU: ``fallback`` then says why, ``provider`` says CPU, and ``on_fallback`` is told at once.
+    """
+
+    def __init__(self, onnx_path, device="auto", threads=0, on_fallback=None, io_binding=None,
+                 cuda_options=None, precision="fp32"):
+        if precision not in PRECISIONS:
+            raise ModelError(f"Unknown precision {precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}.")
         ort = import_onnxruntime()
-        opts = ort.SessionOptions()
+        self._ort = ort
+        self._path = str(onnx_path)
+        self._opts = ort.SessionOptions()
         if threads:
-            opts.intra_op_num_threads = int(threads)
+            self._opts.intra_op_num_threads = int(threads)
+        self.on_fallback = on_fallback
+        self.fallback = None
         providers = requested_providers(device, ort.get_available_providers())
+        self.requested = providers
         if CUDA in providers:
             _preload_cuda_libraries(ort)
+        chosen = [(CUDA, dict(cuda_options)) if p == CUDA and cuda_options else p
+                  for p in providers]
+        self.precision = "fp32"
+        self.parity = None       # float16 against float32 on the first batch
+        self._fp32_check = None
+        model = self._path
+        if precision == "fp16":
+            if CUDA not in providers:
+                raise ModelError("float16 needs a GPU (CUDA) and onnxruntime-gpu: choose "
+                                 "float32, or the GPU device.")
+            model = fp16_model_bytes(self._path)
+            self.precision = "fp16"
         try:
-            self._session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+            self._session = ort.InferenceSession(model, self._opts, providers=chosen)
         except Exception as exc:
-            raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
+            if CUDA not in providers:
+                raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
+            self._session = None
+            self._fall_back(exc, "loading the model")
         # onnxruntime silently falls back to CPU when CUDA libraries are missing: report the truth
         self.providers = list(self._session.get_providers())
         self.provider = self.providers[0]
-        self.requested = providers
+        if self.precision == "fp16":
+            if self.provider != CUDA:
+                self._to_fp32("CUDA did not start")
+            else:   # the first batch is checked against the float32 model
+                self._fp32_check = ort.InferenceSession(self._path, self._opts, providers=chosen)
+        self._io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.onnxruntime_version = ort.__version__
 
+    @property
+    def io_binding(self):
+        return self._io_binding
+
+    def _fall_back(self, exc, when):
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        self.fallback = (f"CUDA failed while {when} ({reason}); the run continues on the CPU, "
+                         "which is slower. Free GPU memory (other programs, a smaller batch "
+                         "size) or choose CPU.")
+        try:
+            self._session = self._ort.InferenceSession(self._path, self._opts, providers=[CPU])
+        except Exception as err:
+            raise ModelError(f"onnxruntime cannot load {self._path}: {err}") from err
+        self.providers = list(self._session.get_providers())
+        self.provider = self.providers[0]
+        self._io_binding = False
+        self.precision, self._fp32_check = "fp32", None
+        if self.on_fallback:
+            self.on_fallback("Warning: " + self.fallback)
+
+    def _to_fp32(self, why):
+        self.precision, self._fp32_check = "fp32", None
+        self._session = self._ort.InferenceSession(self._path, self._opts,
+                                                   providers=self.providers)
+        if self.on_fallback:
+            self.on_fallback(f"Warning: float16 not used ({why}); the run continues in float32.")
+
+    def _check_fp16(self, names, feed, outs):
+        """Float16 against float32 on this (the first) batch: the largest difference of the first
+        output and the share of cells whose most likely class is the same. Too different: the
+        run goes on in float32."""
+        import numpy as np
+        ref = self._fp32_check.run(names, feed)
+        self._fp32_check = None
+        a, b = np.asarray(outs[0], np.float32), np.asarray(ref[0], np.float32)
+        same = float((a.argmax(axis=1) == b.argmax(axis=1)).mean()) if a.ndim > 1 else 1.0
+        self.parity = {"max_abs_diff": float(np.abs(a - b).max()), "same_class": same,
+                       "checked_on": "the first batch"}
+        if same < FP16_MIN_SAME_CLASS:
+            self._to_fp32(f"on the first batch only {same:.1%} of the cells kept their class, "
+                          f"below {FP16_MIN_SAME_CLASS:.0%}")
+            return ref
+        return outs
+
     def run(self, output_name, feed):
         """One output (a name) or several (a list of names -> a list of arrays)."""
-        if isinstance(output_name, (list, tuple)):
-            return self._session.run(list(output_name), feed)
-        return self._session.run([output_name], feed)[0]
+        names = list(output_name) if isinstance(output_name, (list, tuple)) else [output_name]
+        try:
+            outs = self._run(names, feed)
+            if self._fp32_check is not None:
+                outs = self._check_fp16(names, feed, outs)
+        except Exception as exc:
+            if self.provider != CUDA:
+                raise
+            self._fall_back(exc, "running the model")
+            outs = self._run(names, feed)
+        return outs if isinstance(output_name, (list, tuple)) else outs[0]
+
+    def _run(self, names, feed):
+        if not self._io_binding:
+            return self._session.run(names, feed)
+        import numpy as np
+        binding = self._session.io_binding()
+        device = "cuda" if self.provider == CUDA else "cpu"
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in names:
+            binding.bind_output(name, device)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()

@@ -245,9 +245,11 @@ class ClassifyDialog(QDialog):
         self.overlap.setValue(-1)
         self.overlap.setToolTip("Overlap between neighbouring tiles, blended to hide seams.")
         self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 256)
-        self.batch_size.setValue(4)
-        self.batch_size.setToolTip("Tiles per inference call.")
+        self.batch_size.setRange(0, 256)
+        self.batch_size.setSpecialValueText("Automatic")
+        self.batch_size.setValue(0)
+        self.batch_size.setToolTip("Tiles per inference call. Automatic: 4 on the CPU; on a GPU "
+                                   "as many as fit in half of its free memory.")
         self.device = QComboBox()
         for label, value in DEVICES:
             self.device.addItem(label, value)
@@ -255,6 +257,13 @@ class ClassifyDialog(QDialog):
         form.addRow("Tile overlap", self.overlap)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
+        self.precision = QComboBox()
+        self.precision.addItem("float32", "fp32")
+        self.precision.addItem("float16 (GPU only; checked against float32)", "fp16")
+        self.precision.setToolTip("float16 runs faster on most GPUs; the first batch is also run "
+                                  "in float32 and the run goes on in float32 when classes "
+                                  "change. Refused on the CPU.")
+        form.addRow("Precision", self.precision)
         from ..core.diagnostics import device_summary
         self.device_info = QLabel(device_summary())
         self.device_info.setWordWrap(True)
@@ -662,6 +671,7 @@ class ClassifyDialog(QDialog):
             tile_size=self.tile_size.value() or None,
             overlap=None if self.overlap.value() < 0 else self.overlap.value(),
             batch_size=self.batch_size.value(), device=self.device.currentData(),
+            precision=self.precision.currentData(),
             confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked(),
             probabilities=self.probabilities.isChecked(),
             optional_outputs=self.optional_outputs.isChecked(),
@@ -802,6 +812,7 @@ class ClassifyDialog(QDialog):
         s.setValue(SETTINGS + "overlap", self.overlap.value())
         s.setValue(SETTINGS + "batch_size", self.batch_size.value())
         s.setValue(SETTINGS + "device", self.device.currentData())
+        s.setValue(SETTINGS + "precision", self.precision.currentData())
         s.setValue(SETTINGS + "probabilities", self.probabilities.isChecked())
         s.setValue(SETTINGS + "optional_outputs", self.optional_outputs.isChecked())
         s.setValue(SETTINGS + "patch_mode", self.patch_mode.currentData() or "")
@@ -830,9 +841,11 @@ class ClassifyDialog(QDialog):
         self.overwrite.setChecked(s.value(SETTINGS + "overwrite", False, type=bool))
         self.tile_size.setValue(s.value(SETTINGS + "tile_size", 0, type=int))
         self.overlap.setValue(s.value(SETTINGS + "overlap", -1, type=int))
-        self.batch_size.setValue(s.value(SETTINGS + "batch_size", 4, type=int))
+        self.batch_size.setValue(s.value(SETTINGS + "batch_size", 0, type=int))
         index = self.device.findData(s.value(SETTINGS + "device", "auto", type=str))
         self.device.setCurrentIndex(max(0, index))
+        index = self.precision.findData(s.value(SETTINGS + "precision", "fp32", type=str))
+        self.precision.setCurrentIndex(max(0, index))
         self.probabilities.setChecked(s.value(SETTINGS + "probabilities", False, type=bool))
         self.optional_outputs.setChecked(s.value(SETTINGS + "optional_outputs", False, type=bool))
         mode = s.value(SETTINGS + "patch_mode", "", type=str) or None

@@ -43,6 +43,8 @@ ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
 
 DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+PRECISIONS = (("float32", "fp32"),
+              ("float16 (GPU only; the first batch is checked against float32)", "fp16"))
 # patch classifiers (the VHR scene model): how windows go through the network
 PATCH_MODES = MODE_CHOICES
 
@@ -109,6 +111,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     OVERWRITE = "OVERWRITE"
     DEVICE = "DEVICE"
+    PRECISION = "PRECISION"
     CONFIDENCE = "CONFIDENCE"
     PROBABILITIES = "PROBABILITIES"
     OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
@@ -240,13 +243,16 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             self.OVERLAP, "Tile overlap (output cells; empty = model default)",
             QgsProcessingParameterNumber.Integer, None, True, 0, 2048))
         advanced.append(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Batch size (tiles per inference call)",
-            QgsProcessingParameterNumber.Integer, 4, False, 1, 256))
+            self.BATCH_SIZE, "Batch size (tiles per inference call; 0 = automatic: 4 on the "
+            "CPU, from the free memory on a GPU)",
+            QgsProcessingParameterNumber.Integer, 0, False, 0, 256))
         advanced.append(QgsProcessingParameterBoolean(
             self.OVERWRITE, "Replace existing output files (the map, its style, manifest and "
             "extra outputs; an input is never replaced)", defaultValue=False, optional=True))
         advanced.append(QgsProcessingParameterEnum(
             self.DEVICE, "Device", [label for label, _ in DEVICES], False, 0, False))
+        advanced.append(QgsProcessingParameterEnum(
+            self.PRECISION, "Precision", [label for label, _ in PRECISIONS], False, 0, True))
         advanced.append(QgsProcessingParameterBoolean(
             self.PROBABILITIES, "Write class probabilities (one float32 band per class, "
             "OUTPUT_probabilities.tif)", defaultValue=False, optional=True))
@@ -343,8 +349,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 aoi=aoi,
                 tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
                 overlap=self._optional_int(parameters, self.OVERLAP, context),
-                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 4,
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 device=device,
+                precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION,
+                                                          context)][1],
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
                 patch_mode=PATCH_MODES[self.parameterAsEnum(parameters, self.PATCH_MODE,
