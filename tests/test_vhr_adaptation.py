@@ -94,10 +94,13 @@ def test_train_fine_tunes_the_vhr_scene_model_and_classify_runs_it(sample_city, 
     assert set(m["comparisons"]) == {"random_forest", "untrained_base"}
     assert m["onnx_torch_parity_max_abs_diff"] < 1e-4
     assert m["split"]["buffer_cells"] == 2           # the 96 m window reaches 2 cells out
-    # fine-tuned and scored window by window: classify runs it so by default (the graph still
-    # has the shared trunk for the fast and accurate modes)
-    assert card.patch.trunk_stride == 32 and card.patch.default_mode == "windows"
+    # scored window by window on the held-out blocks; classify keeps the base model's shared
+    # trunk mode, and the card says both
+    base_mode = read_card(VHR_MODEL).patch.default_mode
+    assert card.patch.trunk_stride == 32 and card.patch.default_mode == base_mode == "accurate"
     assert "window by window" in raw["training"]["held_out_scoring"]
+    assert "window by window" in raw["patch"]["shared_trunk"]["note"]
+    assert "learning without forgetting" in raw["training"]["loss"]
     # simulated imagery is far from the scene model's real training images: two epochs on the
     # city's own labels must beat the untrained model on the held-out blocks
     assert m["validation"]["overall_accuracy"] > \
@@ -113,7 +116,7 @@ def test_train_fine_tunes_the_vhr_scene_model_and_classify_runs_it(sample_city, 
     codes = gdal.Open(res["OUTPUT"]).ReadAsArray()
     assert codes.shape == (40, 40) and len(np.unique(codes[codes > 0])) >= 3
     with open(res["MANIFEST"], encoding="utf-8") as f:
-        assert json.load(f)["tiling"]["patch_mode"] == "windows"
+        assert json.load(f)["tiling"]["patch_mode"] == "accurate"
 
 
 def test_scene_model_cannot_start_from_so2sat(sample_city, tmp_path):
