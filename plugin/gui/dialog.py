@@ -259,7 +259,7 @@ class ClassifyDialog(QDialog):
         form.addRow("Device", self.device)
         self.precision = QComboBox()
         self.precision.addItem("float32", "fp32")
-        self.precision.addItem("float16 (GPU only; checked against float32)", "fp16")
+        self.precision.addItem("float16 (GPU only)", "fp16")
         self.precision.setToolTip("float16 runs faster on most GPUs; the first batch is also run "
                                   "in float32 and the run goes on in float32 when classes "
                                   "change. Refused on the CPU.")
@@ -281,6 +281,9 @@ class ClassifyDialog(QDialog):
             "(…_gates.tif: how much each layer drove each cell, shown as RGB).")
         form.addRow("Optional outputs", self.optional_outputs)
         self.patch_mode = QComboBox()
+        # long choices must not widen the dialog beyond a small screen
+        self.patch_mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.patch_mode.setMinimumContentsLength(24)
         for label, value in MODE_CHOICES:
             self.patch_mode.addItem(label, value)
         self.patch_mode.setToolTip(
