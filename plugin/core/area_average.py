@@ -114,9 +114,11 @@ class AreaAverageReader:
         """(values float32 [B, h, w], valid bool [h, w]) for output pixels col..col+w,
         row..row+h (0 where nothing has data)."""
         b = self.BLOCK
-        # room for three reads of this size: a tile's overlap with the next one is then found
-        # in the cache however large the engine's tiles are
-        need = 3 * ((h + 2 * b - 1) // b) * ((w + 2 * b - 1) // b)
+        # room for one read of this size and a column of blocks more: the next tile's overlap
+        # with this one is then found in the cache however large the tiles are, and the cache
+        # never holds much more than one tile's pixels
+        rows_b, cols_b = (h + 2 * b - 1) // b, (w + 2 * b - 1) // b
+        need = rows_b * cols_b + rows_b
         self._cache_blocks = max(self._cache_blocks, need)
         out = np.empty((len(self.bands), h, w), np.float32)
         valid = np.empty((h, w), bool)
