@@ -161,6 +161,7 @@ def test_classify_maps_finer_imagery_through_the_fast_path(tmp_path, monkeypatch
     src = ModalitySource(path, spec, plan_grid(card, {"vhr": path}))
     try:
         assert src._area is not None and src._vrt is None
+        assert any("area-averaged" in n for n in src.notes)     # the log says so
     finally:
         src.close()
     maps = {}

@@ -228,6 +228,8 @@ class ModalitySource:
             self._area = AreaAverageReader(src, self.bands, src_nodata,
                                            (self.info.width, self.info.height), geometry)
             self._ds = src
+            self.notes.append(f"{spec.label} is finer than the model's {spec.gsd_m:g} m pixels "
+                              "and in the same CRS: area-averaged onto them directly.")
         self._vrt = None
         if self.bands != list(range(1, self.info.band_count + 1)):
             src = gdal.Translate("", src, format="VRT", bandList=self.bands)

@@ -70,7 +70,9 @@ class PatchSource:
             self.size = (self.grid.width, self.grid.height)
             self._alpha = True
             self.notes.append(f"{spec.label} was resampled ({spec.resampling}) onto the model's "
-                              f"{spec.gsd_m:g} m pixel grid.")
+                              f"{spec.gsd_m:g} m pixel grid"
+                              + (" directly (same CRS, exact area average)."
+                                 if self._area is not None else "."))
         self._own_stats = None
         if spec.dtype == "uint8" and self.info.dtype != "uint8":
             self._own_stats = band_statistics(src, nodata)
