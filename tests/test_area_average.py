@@ -124,6 +124,30 @@ def test_a_bands_nodata_is_never_averaged_into_its_neighbours(tmp_path):
     assert np.array_equal(warped[3] > 127.5, valid)
 
 
+def test_a_stray_nan_spoils_no_other_cell_and_fine_imagery_reads_in_small_blocks(tmp_path):
+    """A NaN pixel beside a finite nodata value is missing data, not a NaN spread over the
+    block's banded products; very fine imagery (0.05 m on a 2 m grid) is read in blocks small
+    enough to bound memory, with the same values as GDAL's warper inside the raster."""
+    arr = np.full((3, 400, 400), 100.0, np.float32)
+    arr[:, 200, 200] = np.nan
+    arr[1, 10:30, 10:30] = 50.0
+    path = write_raster(tmp_path / "nan.tif", arr, 32633, (X0, 0.05, 0, Y0, 0, -0.05),
+                        gdal.GDT_Float32, -9999.0)
+    info = inspect_raster(path)
+    grid = Grid(X0, Y0, 2.0, 10, 10, info.crs_wkt)
+    ds = gdal.Open(path)
+    reader = AreaAverageReader(ds, [1, 2, 3], -9999.0, (400, 400),
+                               area_average_geometry(info, ds, [1, 2, 3], grid, "average"))
+    assert reader.block * 40 <= AreaAverageReader.MAX_SOURCE_SIDE
+    out, valid = reader.read(0, 0, 10, 10)
+    assert valid.all() and np.isfinite(out).all()
+    assert out[0, 5, 5] == pytest.approx(100.0)            # the NaN's cell: the others' mean
+    ref = warped_vrt(ds, grid, Spec(2.0), grid.crs_wkt, -9999.0, path).ReadAsArray()
+    ok = np.isfinite(ref[:3]).all(axis=0)
+    assert ok.sum() == 99                                  # GDAL: only that cell spoilt
+    assert np.allclose(out[:, ok], ref[:3, ok], rtol=1e-5, atol=1e-3)
+
+
 def test_the_fast_path_is_taken_only_where_it_is_exact(tmp_path):
     arr = np.full((3, 50, 50), 7, np.uint8)
     finer = write_raster(tmp_path / "a.tif", arr, 32633, (X0, 0.8, 0, Y0, 0, -0.8),

@@ -23,6 +23,7 @@ so the outermost output pixels can differ (the tests bound where).
 Used only where it is exact: same CRS, no rotation, source pixels no larger than the output
 pixel, and a source whose mask is its nodata value (or none); anything else goes through GDAL.
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -95,25 +96,29 @@ class AreaAverageReader:
     """Area-averaged reads of ``bands`` of ``ds`` on the output grid (``geometry`` from
     :func:`area_average_geometry`), window by window.
 
-    The output grid is computed in blocks of ``BLOCK`` pixels kept in a small LRU cache (as a
+    The output grid is computed in blocks of ``block`` pixels kept in a small LRU cache (as a
     warped VRT's blocks sit in GDAL's block cache): the engine's tiles overlap their neighbours,
     and an overlap is then averaged once, not once per tile. ``cache_mb`` bounds its memory.
     """
 
     BLOCK = 256
+    MAX_SOURCE_SIDE = 2048     # source pixels along a block's side: very fine imagery (drone
+    #                            photos on a 2 m grid) gets smaller blocks, not huge reads
 
     def __init__(self, ds, bands, nodata, size, geometry, cache_mb=48):
         self.ds, self.bands, self.nodata = ds, list(bands), nodata
         self.width, self.height = size
         self.sx, self.sy, self.ox, self.oy = geometry
         self._cache = OrderedDict()
-        block_bytes = (len(self.bands) * 4 + 1) * self.BLOCK * self.BLOCK
+        self.block = int(max(8, min(self.BLOCK,
+                                    self.MAX_SOURCE_SIDE // math.ceil(max(self.sx, self.sy)))))
+        block_bytes = (len(self.bands) * 4 + 1) * self.block * self.block
         self._cache_blocks = max(4, int(cache_mb * 2 ** 20 // block_bytes))
 
     def read(self, col, row, w, h):
         """(values float32 [B, h, w], valid bool [h, w]) for output pixels col..col+w,
         row..row+h (0 where nothing has data)."""
-        b = self.BLOCK
+        b = self.block
         # room for one read of this size and a column of blocks more: the next tile's overlap
         # with this one is then found in the cache however large the tiles are, and the cache
         # never holds much more than one tile's pixels
@@ -139,7 +144,7 @@ class AreaAverageReader:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        b = self.BLOCK
+        b = self.block
         block = self._compute(bc * b, br * b, b, b)
         self._cache[key] = block
         while len(self._cache) > self._cache_blocks:
@@ -170,6 +175,10 @@ class AreaAverageReader:
             ok = np.isfinite(x)
         else:
             ok = raw != self.nodata
+            if np.issubdtype(raw.dtype, np.floating):
+                ok &= np.isfinite(x)   # NaN/inf beside a finite nodata: missing, not spread
+        if ok is None and np.issubdtype(raw.dtype, np.floating):
+            ok = np.isfinite(x)
 
         def resample(a):
             t = _weighted_sum(a, -1, cfirst, cw, x0)

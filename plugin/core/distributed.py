@@ -99,9 +99,10 @@ def classify_block(request, row_range, workers_per_host=None, progress_topic=Non
     t0 = time.perf_counter()
     ort_threads = _ort_threads(workers_per_host or {})
     plan = plan_job(request)
-    key = (request.model_path, request.device, ort_threads)
+    key = (request.model_path, request.device, ort_threads, request.precision)
     if key not in _SESSIONS:
-        _SESSIONS[key] = InferenceSession(request.model_path, request.device, ort_threads)
+        _SESSIONS[key] = InferenceSession(request.model_path, request.device, ort_threads,
+                                          precision=request.precision)
     session = _SESSIONS[key]
     timings = {"read_s": 0.0, "infer_s": 0.0, "blend_s": 0.0, "write_s": 0.0}
     encode = StripEncoder(request, plan.card)

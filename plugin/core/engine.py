@@ -388,6 +388,10 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
     done = 0
     read_here = 0.0
     batch_size = request.batch_size or CPU_BATCH
+
+    def batch_now():
+        # after a CUDA failure the CPU takes over: not with a batch sized for the GPU's memory
+        return min(batch_size, CPU_BATCH) if getattr(session, "fallback", None) else batch_size
     depth = (1 if plan.patch_task else batch_size) if PREFETCH else 0
     windows = [(col, row, tw, th) for row in rows[first:stop] for col in cols]
     with TilePrefetcher(reader.read, windows, depth) as tiles:
@@ -420,7 +424,7 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                         fraction = (done + k / max(of, 1)) / total
                         progress(fraction, f"Tile {done + 1} of {total}: {k} of {of} cells"
                                  + (eta.text(fraction) if eta else ""))
-                    probs = reader.infer(session, data, th, tw, chunk=64 * batch_size,
+                    probs = reader.infer(session, data, th, tw, chunk=64 * batch_now(),
                                          only=fresh, on_chunk=on_chunk)
                     timings["infer_s"] += time.perf_counter() - t
                     t = time.perf_counter()
@@ -428,7 +432,7 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                     timings["blend_s"] += time.perf_counter() - t
                 else:
                     batch.append((col, data, valid))
-                if len(batch) == batch_size or (col == cols[-1] and batch):
+                if len(batch) >= batch_now() or (col == cols[-1] and batch):
                     _infer(session, card, batch, acc, weights, row, timings, graph_accs)
                     batch = []
                 done += 1

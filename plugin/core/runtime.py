@@ -8,6 +8,17 @@ PRECISIONS = ("fp32", "fp16")
 # the first batch in float16 is checked against float32: below this share of cells with the same
 # class the run goes on in float32, and says so
 FP16_MIN_SAME_CLASS = 0.99
+FP16_CHECK_CELLS = 4096      # cells compared (over the first batches) before the check ends
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _finite(a):
+    import numpy as np
+    return bool(np.isfinite(a).all())
 
 
 def import_onnxruntime():
@@ -65,7 +76,8 @@ def gpu_free_bytes():
     runtime library). Asked of the CUDA runtime that onnxruntime-gpu loads."""
     import ctypes
     import ctypes.util
-    names = [ctypes.util.find_library("cudart")] + [f"libcudart.so.{v}" for v in (12, 13, 11)]
+    names = ([ctypes.util.find_library("cudart")] + [f"libcudart.so.{v}" for v in (13, 12, 11)]
+             + [f"cudart64_{v}.dll" for v in (13, 12, 110)])
     for name in [n for n in names if n]:
         try:
             cudart = ctypes.CDLL(name)
@@ -134,32 +146,57 @@ class InferenceSession:
             _preload_cuda_libraries(ort)
         chosen = [(CUDA, dict(cuda_options)) if p == CUDA and cuda_options else p
                   for p in providers]
+        self._chosen = chosen
         self.precision = "fp32"
-        self.parity = None       # float16 against float32 on the first batch
+        self.parity = None       # float16 against float32, over the first batches
         self._fp32_check = None
-        model = self._path
+        self._parity_counts = [0, 0, 0.0]     # cells compared, cells with the same class, max
+        model, fp16_problem = self._path, None
         if precision == "fp16":
             if CUDA not in providers:
                 raise ModelError("float16 needs a GPU (CUDA) and onnxruntime-gpu: choose "
                                  "float32, or the GPU device.")
-            model = fp16_model_bytes(self._path)
-            self.precision = "fp16"
+            try:
+                model = fp16_model_bytes(self._path)
+                self.precision = "fp16"
+            except ImportError as exc:
+                fp16_problem = (f"the float16 converter needs the onnx package ({exc}); "
+                                "install onnx beside onnxruntime-gpu")
+            except Exception as exc:  # noqa: BLE001 - a graph the converter cannot take
+                fp16_problem = f"the model could not be converted ({_first_line(exc)})"
         try:
             self._session = ort.InferenceSession(model, self._opts, providers=chosen)
         except Exception as exc:
-            if CUDA not in providers:
+            if self.precision == "fp16":    # a float16 graph onnxruntime refuses: float32
+                self.precision = "fp32"
+                fp16_problem = f"onnxruntime cannot load the float16 graph ({_first_line(exc)})"
+                try:
+                    self._session = ort.InferenceSession(self._path, self._opts,
+                                                         providers=chosen)
+                except Exception as exc2:
+                    self._session = None
+                    self._fall_back(exc2, "loading the model")
+            elif CUDA not in providers:
                 raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
-            self._session = None
-            self._fall_back(exc, "loading the model")
+            else:
+                self._session = None
+                self._fall_back(exc, "loading the model")
         # onnxruntime silently falls back to CPU when CUDA libraries are missing: report the truth
         self.providers = list(self._session.get_providers())
         self.provider = self.providers[0]
+        self._io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
+        if fp16_problem:
+            self._say_fp32(fp16_problem)
         if self.precision == "fp16":
             if self.provider != CUDA:
                 self._to_fp32("CUDA did not start")
-            else:   # the first batch is checked against the float32 model
-                self._fp32_check = ort.InferenceSession(self._path, self._opts, providers=chosen)
-        self._io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
+            else:   # the first batches are checked against the float32 model
+                try:
+                    self._fp32_check = ort.InferenceSession(self._path, self._opts,
+                                                            providers=chosen)
+                except Exception as exc:  # noqa: BLE001 - no room for the check: float32
+                    self._to_fp32(f"the float32 model for the check could not be loaded "
+                                  f"({_first_line(exc)})")
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.onnxruntime_version = ort.__version__
 
@@ -168,7 +205,7 @@ class InferenceSession:
         return self._io_binding
 
     def _fall_back(self, exc, when):
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         self.fallback = (f"CUDA failed while {when} ({reason}); the run continues on the CPU, "
                          "which is slower. Free GPU memory (other programs, a smaller batch "
                          "size) or choose CPU.")
@@ -183,28 +220,43 @@ class InferenceSession:
         if self.on_fallback:
             self.on_fallback("Warning: " + self.fallback)
 
-    def _to_fp32(self, why):
-        self.precision, self._fp32_check = "fp32", None
-        self._session = self._ort.InferenceSession(self._path, self._opts,
-                                                   providers=self.providers)
+    def _say_fp32(self, why):
         if self.on_fallback:
             self.on_fallback(f"Warning: float16 not used ({why}); the run continues in float32.")
 
+    def _to_fp32(self, why, session=None):
+        """Float32 from here on, on the same providers (``session``: one already loaded)."""
+        self.precision, self._fp32_check = "fp32", None
+        self._session = session or self._ort.InferenceSession(self._path, self._opts,
+                                                              providers=self._chosen)
+        self.providers = list(self._session.get_providers())
+        self.provider = self.providers[0]
+        self._say_fp32(why)
+
     def _check_fp16(self, names, feed, outs):
-        """Float16 against float32 on this (the first) batch: the largest difference of the first
-        output and the share of cells whose most likely class is the same. Too different: the
-        run goes on in float32."""
+        """Float16 against float32 until ``FP16_CHECK_CELLS`` cells have been compared: the
+        largest difference of the first output and the share of cells whose most likely class
+        is the same. Too different: the run goes on in float32 (the float32 outputs of this
+        batch are used)."""
         import numpy as np
-        ref = self._fp32_check.run(names, feed)
-        self._fp32_check = None
+        check = self._fp32_check
+        ref = check.run(names, feed)
         a, b = np.asarray(outs[0], np.float32), np.asarray(ref[0], np.float32)
-        same = float((a.argmax(axis=1) == b.argmax(axis=1)).mean()) if a.ndim > 1 else 1.0
-        self.parity = {"max_abs_diff": float(np.abs(a - b).max()), "same_class": same,
-                       "checked_on": "the first batch"}
-        if same < FP16_MIN_SAME_CLASS:
-            self._to_fp32(f"on the first batch only {same:.1%} of the cells kept their class, "
-                          f"below {FP16_MIN_SAME_CLASS:.0%}")
+        if a.ndim > 1:                           # class scores along axis 1
+            agree = a.argmax(axis=1) == b.argmax(axis=1)
+            n, same = int(agree.size), int(agree.sum())
+        else:
+            n = same = a.shape[0]
+        c = self._parity_counts
+        c[0], c[1], c[2] = c[0] + n, c[1] + same, max(c[2], float(np.abs(a - b).max()))
+        share = c[1] / c[0] if c[0] else 1.0
+        self.parity = {"max_abs_diff": c[2], "same_class": share, "cells": c[0]}
+        if c[0] >= FP16_CHECK_CELLS and share < FP16_MIN_SAME_CLASS:
+            self._to_fp32(f"over the first {c[0]} cells only {share:.1%} kept their class, "
+                          f"below {FP16_MIN_SAME_CLASS:.0%}", session=check)
             return ref
+        if c[0] >= FP16_CHECK_CELLS:
+            self._fp32_check = None            # checked: free the float32 copy
         return outs
 
     def run(self, output_name, feed):
@@ -214,9 +266,13 @@ class InferenceSession:
             outs = self._run(names, feed)
             if self._fp32_check is not None:
                 outs = self._check_fp16(names, feed, outs)
+            elif self.precision == "fp16" and not all(_finite(o) for o in outs):
+                # float16 overflow on this batch: float32 from here on, this batch again
+                self._to_fp32("a batch gave values float16 cannot hold")
+                outs = self._run(names, feed)
         except Exception as exc:
-            if self.provider != CUDA:
-                raise
+            if self.provider != CUDA or "INVALID_ARGUMENT" in str(exc):
+                raise          # not the GPU's fault: a wrong feed fails on the CPU too
             self._fall_back(exc, "running the model")
             outs = self._run(names, feed)
         return outs if isinstance(output_name, (list, tuple)) else outs[0]

@@ -288,11 +288,14 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
         # model's own predictions kept as a target, the adapted model is better so than window
         # by window on the independent UC Merced test mosaic (README, the VHR scene model
         # adapted); the held-out blocks, though, are scored window by window (the buffer)
+        mode = shared.get("default_mode")
+        runs = ("window by window" if mode == "windows" else
+                f"the trunk once per tile ({mode})")
         card["patch"] = dict(card["patch"], shared_trunk=dict(
-            shared, note=(f"classify runs the trunk once per tile ({shared.get('default_mode')}"
-                          ", as the base model does); your held-out blocks were scored window "
-                          "by window (patch mode windows), where the buffer keeps each "
-                          "held-out cell's window clear of training cells.")))
+            shared, note=(f"classify runs {runs}, as the base model does; your held-out "
+                          "blocks were scored window by window (patch mode windows), where "
+                          "the buffer keeps each held-out cell's window clear of training "
+                          "cells.")))
     card["training"].update({
         "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "crop_cells": None,
         "optimizer": (f"AdamW, lr {LR:g} (classifier layer x{HEAD_LR_MULT:g}); epoch 1 at that "
