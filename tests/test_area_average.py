@@ -100,6 +100,18 @@ def test_the_area_average_equals_the_warped_read_inside_the_raster(case, tmp_pat
         assert not valid[~inner & ~ring].any()
 
 
+def _float_reader(path, arr, px, cells):
+    """A float32 raster (nodata -9999) of ``px`` m pixels and the fast reader of its 2 m grid
+    of ``cells`` x ``cells``: (path, dataset, grid, reader)."""
+    path = write_raster(path, arr, 32633, (X0, px, 0, Y0, 0, -px), gdal.GDT_Float32, -9999.0)
+    info = inspect_raster(path)
+    grid = Grid(X0, Y0, 2.0, cells, cells, info.crs_wkt)
+    ds = gdal.Open(path)
+    reader = AreaAverageReader(ds, [1, 2, 3], -9999.0, (info.width, info.height),
+                               area_average_geometry(info, ds, [1, 2, 3], grid, "average"))
+    return path, ds, grid, reader
+
+
 def test_a_bands_nodata_is_never_averaged_into_its_neighbours(tmp_path):
     """One band nodata (-9999) where the others have data: GDAL's warper averages -9999 into
     that band's values there (its rule for inputs it reprojects); the fast path leaves it out."""
@@ -107,13 +119,7 @@ def test_a_bands_nodata_is_never_averaged_into_its_neighbours(tmp_path):
     arr[0, 10:20, 10:20] = -9999.0
     arr[0, 12, 12] = 50.0                       # one valid pixel among them
     arr[:, 40:50, 40:50] = -9999.0              # every band: no data at all
-    path = write_raster(tmp_path / "f.tif", arr, 32633, (X0, 0.5, 0, Y0, 0, -0.5),
-                        gdal.GDT_Float32, -9999.0)
-    info = inspect_raster(path)
-    grid = Grid(X0, Y0, 2.0, 15, 15, info.crs_wkt)
-    ds = gdal.Open(path)
-    fast = AreaAverageReader(ds, [1, 2, 3], -9999.0, (60, 60),
-                             area_average_geometry(info, ds, [1, 2, 3], grid, "average"))
+    path, ds, grid, fast = _float_reader(tmp_path / "f.tif", arr, 0.5, 15)
     out, valid = fast.read(0, 0, 15, 15)
     assert out.min() >= 0.0                       # no -9999 mixed in anywhere
     assert out[0, 3, 3] == pytest.approx(50.0)    # the one valid pixel of band 1
@@ -131,13 +137,7 @@ def test_a_stray_nan_spoils_no_other_cell_and_fine_imagery_reads_in_small_blocks
     arr = np.full((3, 400, 400), 100.0, np.float32)
     arr[:, 200, 200] = np.nan
     arr[1, 10:30, 10:30] = 50.0
-    path = write_raster(tmp_path / "nan.tif", arr, 32633, (X0, 0.05, 0, Y0, 0, -0.05),
-                        gdal.GDT_Float32, -9999.0)
-    info = inspect_raster(path)
-    grid = Grid(X0, Y0, 2.0, 10, 10, info.crs_wkt)
-    ds = gdal.Open(path)
-    reader = AreaAverageReader(ds, [1, 2, 3], -9999.0, (400, 400),
-                               area_average_geometry(info, ds, [1, 2, 3], grid, "average"))
+    path, ds, grid, reader = _float_reader(tmp_path / "nan.tif", arr, 0.05, 10)
     assert reader.block * 40 <= AreaAverageReader.MAX_SOURCE_SIDE
     out, valid = reader.read(0, 0, 10, 10)
     assert valid.all() and np.isfinite(out).all()
