@@ -34,7 +34,8 @@ def test_plan_picks_the_gpu_build_and_never_both(tmp_path):
     assert "numpy<2" in cpu.steps[-1][1]   # Debian's GDAL bindings need numpy 1
     gpu = di.plan(str(tmp_path / "venv"), gpu="NVIDIA H200, 143771 MiB", with_training=True)
     # the GPU build brings NVIDIA's CUDA/cuDNN runtime wheels (no system CUDA needed)
-    assert gpu.packages == ["onnxruntime-gpu[cuda,cudnn]", "torch==2.13.0", "scikit-learn"]
+    assert gpu.packages == ["onnxruntime-gpu[cuda,cudnn]", "onnx", "torch==2.13.0",
+                            "scikit-learn"]
     assert "NVIDIA H200" in gpu.describe()
     # an existing venv: the other build is removed first (same module name, never both)
     (tmp_path / "venv" / "bin").mkdir(parents=True)

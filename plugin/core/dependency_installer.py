@@ -29,6 +29,8 @@ ONNXRUNTIME_CPU, ONNXRUNTIME_GPU = "onnxruntime", "onnxruntime-gpu"
 # the GPU build with NVIDIA's CUDA and cuDNN runtime wheels, so no system CUDA install is needed
 # (onnxruntime's documented extras; loaded by onnxruntime.preload_dlls, see core.runtime)
 ONNXRUNTIME_GPU_SPEC = "onnxruntime-gpu[cuda,cudnn]"
+# onnxruntime's float16 converter (Precision: float16, GPU only) reads the graph with onnx
+FP16_PACKAGES = ("onnx",)
 PIP_OPTIONS = ("--disable-pip-version-check", "--no-input", "--progress-bar", "off",
                "--timeout", "30", "--retries", "2")
 
@@ -121,7 +123,7 @@ def plan(venv, with_training=False, gpu=None, python=None):
     """What :func:`install` will run. ``gpu``: None = detect; '' = CPU build."""
     gpu = nvidia_gpu() if gpu is None else gpu
     python = python or base_python()
-    packages = [ONNXRUNTIME_GPU_SPEC if gpu else ONNXRUNTIME_CPU]
+    packages = [ONNXRUNTIME_GPU_SPEC, *FP16_PACKAGES] if gpu else [ONNXRUNTIME_CPU]
     if with_training:
         packages += list(TRAINING_PACKAGES)
     vpy = venv_python(venv)
