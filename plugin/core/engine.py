@@ -7,7 +7,7 @@ with a run manifest beside it (``manifest``).
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -22,7 +22,7 @@ from .grid import plan_grid
 from .model_card import read_card
 from .patches import PatchReader
 from .prefetch import TilePrefetcher
-from .runtime import InferenceSession
+from .runtime import CUDA, InferenceSession, batch_for_memory, gpu_free_bytes
 from .shared_trunk import MODE_LABELS
 from .tiling import StripAccumulator, blend_weights, tile_starts
 
@@ -308,9 +308,6 @@ def tile_input_bytes(plan):
 def with_batch_size(request, session, plan, say):
     """The request with its batch size resolved: as given, else 4 on the CPU and, on a GPU,
     as many tiles as fit in half of its free memory (:func:`.runtime.batch_for_memory`)."""
-    from dataclasses import replace
-
-    from .runtime import CUDA, batch_for_memory, gpu_free_bytes
     if request.batch_size:
         return request
     batch = CPU_BATCH

@@ -98,13 +98,13 @@ def aligned_offset(info, grid, tol=1e-6):
     return int(round(dx)), int(round(dy))
 
 
-def warped_vrt(src, grid, spec, crs_wkt, src_nodata, path, multithread=False):
+def warped_vrt(src, grid, spec, crs_wkt, src_nodata, path):
     """``src`` warped on the fly onto ``grid`` (a modality's pixel grid) as a VRT with an alpha
     band (GDAL's nodata rule: a pixel is missing where every band is nodata)."""
     xmin, ymin, xmax, ymax = grid.bounds
     options = dict(format="VRT", outputBounds=(xmin, ymin, xmax, ymax), xRes=spec.gsd_m,
                    yRes=spec.gsd_m, dstSRS=crs_wkt, resampleAlg=spec.resampling, dstAlpha=True,
-                   outputType=gdal.GDT_Float32, multithread=multithread)
+                   outputType=gdal.GDT_Float32, multithread=False)
     if src_nodata is not None:
         options["srcNodata"] = src_nodata
     try:
@@ -227,7 +227,6 @@ class ModalitySource:
         if geometry is not None:
             self._area = AreaAverageReader(src, self.bands, src_nodata,
                                            (self.info.width, self.info.height), geometry)
-            self._ds = src
             self.notes.append(f"{spec.label} is finer than the model's {spec.gsd_m:g} m pixels "
                               "and in the same CRS: area-averaged onto them directly.")
         self._vrt = None

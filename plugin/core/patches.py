@@ -55,15 +55,14 @@ class PatchSource:
             self.notes.append(f"{spec.label} lies on the model's pixel grid: read without "
                               "resampling.")
         else:
-            if self.bands != list(range(1, self.info.band_count + 1)):
-                src = gdal.Translate("", src, format="VRT", bandList=self.bands)
             if geometry is not None:
                 # finer imagery in the output CRS: an exact area average in numpy
-                self._area = AreaAverageReader(gdal.Open(self.info.path, gdal.GA_ReadOnly),
-                                               self.bands, nodata,
+                self._area = AreaAverageReader(src, self.bands, nodata,
                                                (self.info.width, self.info.height), geometry)
                 self.ds = None
-            else:
+            if self.bands != list(range(1, self.info.band_count + 1)):
+                src = gdal.Translate("", src, format="VRT", bandList=self.bands)
+            if geometry is None:
                 self.ds = warped_vrt(src, self.grid, spec, grid.crs_wkt, nodata, path)
             self._src = src
             self.offset = (0, 0)

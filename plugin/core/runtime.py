@@ -184,7 +184,7 @@ class InferenceSession:
         # onnxruntime silently falls back to CPU when CUDA libraries are missing: report the truth
         self.providers = list(self._session.get_providers())
         self.provider = self.providers[0]
-        self._io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
+        self.io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
         if fp16_problem:
             self._say_fp32(fp16_problem)
         if self.precision == "fp16":
@@ -200,10 +200,6 @@ class InferenceSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.onnxruntime_version = ort.__version__
 
-    @property
-    def io_binding(self):
-        return self._io_binding
-
     def _fall_back(self, exc, when):
         reason = _first_line(exc)
         self.fallback = (f"CUDA failed while {when} ({reason}); the run continues on the CPU, "
@@ -215,7 +211,7 @@ class InferenceSession:
             raise ModelError(f"onnxruntime cannot load {self._path}: {err}") from err
         self.providers = list(self._session.get_providers())
         self.provider = self.providers[0]
-        self._io_binding = False
+        self.io_binding = False
         self.precision, self._fp32_check = "fp32", None
         if self.on_fallback:
             self.on_fallback("Warning: " + self.fallback)
@@ -278,7 +274,7 @@ class InferenceSession:
         return outs if isinstance(output_name, (list, tuple)) else outs[0]
 
     def _run(self, names, feed):
-        if not self._io_binding:
+        if not self.io_binding:
             return self._session.run(names, feed)
         import numpy as np
         binding = self._session.io_binding()
