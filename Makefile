@@ -18,7 +18,7 @@ help:
 	@echo "make train-vhr     retrain the bundled VHR scene model from ../shared/data/vhr_scenes (about 45 min on 2 CPU cores)"
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
 	@echo "make fusion-ablations  the fusion ablation study (6 variants x 3 seeds, short schedule; about 100 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
-	@echo "make evidence-osm  train on the real Sentinel-2 clip with real OSM land use (../shared): fine-tuned, from scratch, RandomForest, So2Sat; about 30 min on 2 CPU cores -> docs/osm_evidence.md and README"
+	@echo "make evidence-osm  train on the real Sentinel-2 clip with real OSM land use (../shared): fine-tuned, from scratch, So2Sat trunk, RandomForest, So2Sat, So2Sat fine-tuned; about 50 min on 2 CPU cores -> docs/osm_evidence.md and README"
 	@echo "make evidence-vhr  adapt a scene model trained on AID + RSSCN7 to UC Merced with the train job, scored as maps (../shared); about 40 min on 2 CPU cores -> docs/vhr_evidence.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository, checked like an upload (PLUGIN_EMAIL=maintainer e-mail)"

@@ -7,6 +7,8 @@ OpenStreetMap land use of ../shared, and compare on the same held-out blocks.
 Sentinel-2 stream started from the imported So2Sat trunk; (d) RandomForest
 and the untrained default (measured inside each training run, on the same cells); (e) the So2Sat
 LCZ network (imported from ../shared/data/so2sat) with LCZ -> functions, its 100 m map read
+onto the 10 m grid; (f) the So2Sat network itself fine-tuned as a patch classifier of functions
+(40 m cells), trained with the same held-out blocks given as ground rectangles, its map read
 onto the 10 m grid. Writes docs/osm_evidence.json and .md and the README block between
 ``<!-- osm-evidence:start -->`` and ``<!-- osm-evidence:end -->``. Each training run gets the
 same time limit; seed 0; the split is the same for all (same labels, grid and seed).
@@ -32,16 +34,70 @@ ROWS = (("a", "(a) urban-fusion fine-tuned on the OSM labels"),
         ("c", "(c) its Sentinel-2 stream from the imported So2Sat trunk"),
         ("d", "(d) RandomForest, per-cell values + 3x3 texture"),
         ("e0", "(e) untrained default: urban-fusion as bundled (simulation only)"),
-        ("e", "(e) So2Sat LCZ42 (imported), LCZ -> functions, 100 m"))
+        ("e", "(e) So2Sat LCZ42 (imported), LCZ -> functions, 100 m"),
+        ("f", "(f) So2Sat LCZ42 fine-tuned as a patch classifier of functions, 40 m"))
 CLASSES = ("residential", "green_space", "water", "agricultural_undeveloped")
 
 
-def request(out, base, minutes, s2_trunk=None):
+def request(out, base, minutes, s2_trunk=None, held_out=None, held_out_crs=None):
     from plugin.learning.labels import read_label_file
     from plugin.learning.user_training import TrainRequest
     return TrainRequest(inputs={"s2_winter": S2}, labels=read_label_file(OSM, "fclass"),
                         output_path=out, base_model=base, max_minutes=minutes, seed=0,
-                        overwrite=True, s2_trunk=s2_trunk)
+                        overwrite=True, s2_trunk=s2_trunk, held_out=held_out,
+                        held_out_crs=held_out_crs)
+
+
+def reference_split():
+    """The 10 m grid and block split every row is scored on (that of (a))."""
+    from plugin.core.model_card import read_card
+    from plugin.learning.user_training import BASE_DEFAULT, prepare
+    req = request(os.path.join(ROOT, "unused.onnx"), None, 1)
+    return prepare(req, read_card(BASE_DEFAULT), req.inputs, say=lambda m: None)
+
+
+def score_map(model_path, out_dir, prep, derived=None):
+    """Classify the S2 clip with ``model_path`` and score its map (or its ``derived`` output),
+    read onto the 10 m grid (each 10 m cell takes the value under its centre), on the held-out
+    cells of ``prep``; returns (scores, the map's class indices on that grid, seconds of the
+    classify run)."""
+    import numpy as np
+    from osgeo import gdal
+    from plugin.core.engine import ClassifyRequest, run_classification
+    from plugin.learning.labels import UNLABELLED
+    from plugin.learning.user_training import score
+    out = os.path.join(out_dir, "map_" + os.path.basename(model_path).replace(".onnx", ".tif"))
+    t0 = time.perf_counter()
+    res = run_classification(ClassifyRequest(inputs={"s2_winter": S2}, model_path=model_path,
+                                             output_path=out, overwrite=True))
+    seconds = time.perf_counter() - t0
+    g = prep.grid
+    xmin, ymin, xmax, ymax = g.bounds
+    ds = gdal.Warp("", res.extra_outputs[derived] if derived else out, format="MEM",
+                   outputBounds=(xmin, ymin, xmax, ymax), xRes=g.cell, yRes=g.cell,
+                   dstSRS=g.crs_wkt, resampleAlg="near")
+    codes = ds.ReadAsArray()
+    pred = np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED)
+    return score(prep.split.validation, pred), pred, seconds
+
+
+def so2sat_patch(out_dir, minutes):
+    """(f): the So2Sat network fine-tuned as a patch classifier on the same held-out ground."""
+    from plugin.learning.blocks import held_out_rectangles
+    from plugin.learning.user_training import run_training
+    prep = reference_split()
+    g = prep.grid
+    rects = held_out_rectangles(prep.split, g.left, g.top, g.cell)
+    out = os.path.join(out_dir, "osm_f.onnx")
+    t0 = time.perf_counter()
+    res = run_training(request(out, import_so2sat(out_dir), minutes, held_out=rects,
+                               held_out_crs=g.crs_wkt),
+                       log=lambda m: print(f"[f] {m}", flush=True))
+    seconds = time.perf_counter() - t0
+    s, _, classify_s = score_map(out, out_dir, prep)
+    return {"metrics": s, "own_grid": res.metrics, "seconds": round(seconds, 1),
+            "classify_seconds": round(classify_s, 1),
+            "epochs": res.card["training"]["epochs"], "model": os.path.relpath(out, ROOT)}
 
 
 def import_so2sat(out_dir):
@@ -64,31 +120,10 @@ def train(out_dir, key, minutes):
 
 def so2sat(out_dir):
     """LCZ -> functions of the imported So2Sat model, scored on the held-out cells."""
-    import numpy as np
-    from osgeo import gdal
-    from plugin.core.engine import ClassifyRequest, run_classification
-    from plugin.core.model_card import read_card
-    from plugin.learning.labels import UNLABELLED
-    from plugin.learning.user_training import BASE_DEFAULT, prepare, score
+    from plugin.learning.user_training import score
     onnx = import_so2sat(out_dir)
-    lcz = os.path.join(out_dir, "lcz.tif")
-    for p in (lcz,):
-        if os.path.exists(p):
-            os.remove(p)
-    t0 = time.perf_counter()
-    res = run_classification(ClassifyRequest(inputs={"s2_winter": S2}, model_path=onnx,
-                                             output_path=lcz, overwrite=True))
-    seconds = time.perf_counter() - t0
-    functions = res.extra_outputs["urban_functions"]
-    req = request(os.path.join(out_dir, "unused.onnx"), None, 1)
-    prep = prepare(req, read_card(BASE_DEFAULT), req.inputs, say=lambda m: None)
-    g = prep.grid
-    xmin, ymin, xmax, ymax = g.bounds
-    ds = gdal.Warp("", functions, format="MEM", outputBounds=(xmin, ymin, xmax, ymax),
-                   xRes=g.cell, yRes=g.cell, dstSRS=g.crs_wkt, resampleAlg="near")
-    codes = ds.ReadAsArray()
-    pred = np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED)
-    s = score(prep.split.validation, pred)
+    prep = reference_split()
+    s, pred, seconds = score_map(onnx, out_dir, prep, derived="urban_functions")
     # the whole labelled west part too (So2Sat never saw these labels)
     s_all = score(prep.ras.labels, pred)
     return {"metrics": s, "all_labelled": s_all, "seconds": round(seconds, 1)}
@@ -111,6 +146,9 @@ def table(results):
             m = results["a"]["metrics"]["comparisons"].get("untrained_base")
         elif key == "e" and "e" in results:
             m, t = results["e"]["metrics"], f"{results['e']['seconds']:.0f} s (classify)"
+        elif key == "f" and "f" in results:
+            m, t = results["f"]["metrics"], (
+                f"{results['f']['seconds'] / 60:.1f} min ({results['f']['epochs']} epochs)")
         if m is None:
             lines.append(f"| {label} | not run | | " + "| " * len(CLASSES) + "|")
             continue
@@ -136,6 +174,10 @@ def write(results, out_dir):
         + (f"{results['c']['metrics']['split']['buffer_cells']} cells "
            f"({results['c']['metrics']['split']['training_cells']} left) for (c), whose "
            "So2Sat trunk sees farther. " if "c" in results else "") +
+        ("(f) is trained with these very blocks held out (given as ground rectangles), on "
+         f"its 40 m grid with a buffer of {results['f']['own_grid']['split']['buffer_cells']} "
+         "cells; its map and So2Sat's (e) are read onto the 10 m cells (the value under each "
+         "cell's centre). " if "f" in results else "") +
         f"Seed 0; each training run limited to the same time; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads. Made by "
         "`make evidence-osm` (`scripts/osm_evidence.py`).")
@@ -156,7 +198,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "osm_evidence"))
-    ap.add_argument("--runs", default="a,b,c,e")
+    ap.add_argument("--runs", default="a,b,c,e,f")
     args = ap.parse_args(argv)
     for p in (S2, OSM):
         if not os.path.isfile(p):
@@ -169,6 +211,8 @@ def main(argv=None):
             results[key] = train(args.out, key, args.minutes)
         elif key == "e" and os.path.isfile(H5):
             results[key] = so2sat(args.out)
+        elif key == "f" and os.path.isfile(H5):
+            results[key] = so2sat_patch(args.out, args.minutes)
         write(results, args.out)
     return 0
 

@@ -76,12 +76,44 @@ def split_blocks(labels, block_cells, buffer_cells, share=0.2, seed=0, n_classes
     for b in chosen:
         held_mask[b // bx, b % bx] = True
     cell_held = np.repeat(np.repeat(held_mask, block_cells, 0), block_cells, 1)[:h, :w]
+    return split_held(labels, cell_held, block_cells, buffer_cells, len(candidates),
+                      len(chosen))
+
+
+def split_held(labels, cell_held, block_cells, buffer_cells, blocks_total, blocks_validation):
+    """The split for a given held-out area (``cell_held`` [H, W] bool): its labels are held out
+    and training cells within ``buffer_cells`` of it are dropped."""
+    labelled = labels != UNLABELLED
     validation = np.where(cell_held, labels, UNLABELLED).astype(np.int16)
     near = _dilate(cell_held, buffer_cells)
     train = np.where(near, UNLABELLED, labels).astype(np.int16)
     dropped = int((labelled & near & ~cell_held).sum())
-    return BlockSplit(train, validation, block_cells, buffer_cells, len(candidates),
-                      len(chosen), dropped)
+    return BlockSplit(train, validation, block_cells, buffer_cells, blocks_total,
+                      blocks_validation, dropped)
+
+
+def held_out_rectangles(split, left, top, cell):
+    """The held-out blocks of ``split`` (those holding held-out labels) as ground rectangles
+    (xmin, ymin, xmax, ymax) of a grid with upper-left corner (left, top) and square cells."""
+    b = split.block_cells
+    rows, cols = np.nonzero(split.validation != UNLABELLED)
+    h, w = split.validation.shape
+    out = []
+    for br, bc in sorted(set(zip((rows // b).tolist(), (cols // b).tolist()))):
+        r0, c0 = br * b, bc * b
+        r1, c1 = min(h, r0 + b), min(w, c0 + b)
+        out.append((left + c0 * cell, top - r1 * cell, left + c1 * cell, top - r0 * cell))
+    return out
+
+
+def cells_in_rectangles(rects, left, top, cell, height, width):
+    """[H, W] bool: grid cells whose centre lies in any rectangle (grid coordinates)."""
+    x = left + (np.arange(width) + 0.5) * cell
+    y = top - (np.arange(height) + 0.5) * cell
+    mask = np.zeros((height, width), bool)
+    for xmin, ymin, xmax, ymax in rects:
+        mask |= ((y >= ymin) & (y < ymax))[:, None] & ((x >= xmin) & (x < xmax))[None, :]
+    return mask
 
 
 def _dilate(mask, r):

@@ -34,24 +34,39 @@ def score(truth, pred):
     return s
 
 
-def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None):
+def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None,
+                     derived=None):
     """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
-    engine's classify over exactly ``grid``."""
+    engine's classify over exactly ``grid``; with ``derived``, of that derived output in our
+    function codes instead (the So2Sat LCZ model's ``urban_functions``)."""
     from osgeo import gdal
     from ..core.engine import ClassifyRequest, run_classification
     from ..core.errors import ModelError
     out = os.path.join(folder, "map.tif")
-    run_classification(ClassifyRequest(inputs=inputs, model_path=model_path, output_path=out,
-                                       extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
-                                       patch_mode=patch_mode))
+    res = run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
+                                             output_path=out,
+                                             extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
+                                             patch_mode=patch_mode))
+    if derived:
+        os.remove(out)
+        out = res.extra_outputs[derived]
     ds = gdal.Open(out)
+    if derived:
+        # a derived map may be on the model's own coarser grid (So2Sat: 100 m): read onto
+        # ``grid``, each cell taking the value under its centre
+        xmin, ymin, xmax, ymax = grid.bounds
+        ds = gdal.Warp("", ds, format="MEM", outputBounds=(xmin, ymin, xmax, ymax),
+                       width=grid.width, height=grid.height, dstSRS=grid.crs_wkt,
+                       resampleAlg="near")
     gt = ds.GetGeoTransform()
     if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
             abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
         raise ModelError("Internal error: classify planned another grid than the labels'.")
     codes = ds.GetRasterBand(1).ReadAsArray()
     ds = None
-    os.remove(out)
+    for path in {out, *res.extra_outputs.values()}:
+        if os.path.exists(path):
+            os.remove(path)
     return np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED).astype(np.int16)
 
 

@@ -37,10 +37,11 @@ from ..core.errors import Cancelled, InputError, ModelError, OutputError
 from ..core.grid import plan_grid
 from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.models import BUNDLED_DIR
-from .blocks import split_blocks
+from .blocks import cells_in_rectangles, split_blocks, split_held
 from .class_map import load_class_map
 from .labels import UNLABELLED, file_sha256, rasterise
 from .map_scores import classify_on_grid, score
+from .so2sat_patch_card import KIND as SO2SAT_KIND, function_card, is_so2sat_model
 
 BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
 VHR_SCENES = os.path.join(BUNDLED_DIR, "vhr_scenes_resnet.onnx")
@@ -68,6 +69,10 @@ class TrainRequest:
     aoi: Optional[tuple] = None        # (polygon_wkt, crs_wkt)
     validation_share: float = 0.2
     block_m: float = 1000.0
+    # ground rectangles (xmin, ymin, xmax, ymax) in ``held_out_crs`` held out instead of drawn
+    # blocks: models on other grids scored on the same held-out ground (scripts/osm_evidence.py)
+    held_out: Optional[list] = None
+    held_out_crs: Optional[str] = None
     max_minutes: float = 10.0
     epochs: int = 0                    # 0 = as many as max_minutes allows (up to MAX_EPOCHS)
     device: str = "auto"
@@ -172,12 +177,13 @@ def load_base(base_model):
     config = (card.raw.get("architecture") or {}).get("config")
     if is_scene_model(card):
         return card, path, dict(config)
+    if is_so2sat_model(card):
+        return card, path, {"n_classes": len(KEYS), "kind": SO2SAT_KIND}
     if card.task != "segmentation" or not config or "s2_fusion" not in config:
         raise ModelError(
             f"{card.name} cannot be trained here: training on your labels supports the fusion "
-            "network (urban-fusion and models trained from it) and the VHR scene model (and "
-            "models fine-tuned from it). The So2Sat network is fine-tuned as the Sentinel-2 "
-            "stream of the fusion network (BASE_MODEL=so2sat).")
+            "network (urban-fusion and models trained from it), the VHR scene model and the "
+            "imported So2Sat LCZ42 network (and models fine-tuned from them).")
     return card, (None if base_model == SCRATCH else path), dict(config)
 
 
@@ -185,6 +191,8 @@ def training_card(base, modalities, s2_trunk=False):
     """The base card restricted to the user's inputs (the card the trained model gets). With
     the So2Sat trunk, Sentinel-2 is fed as the So2Sat network was trained: DN / 10000."""
     raw = json.loads(json.dumps(base.raw))
+    if is_so2sat_model(base):     # the LCZ network becomes a classifier of our functions
+        raw = function_card(raw)
     raw["inputs"] = [i for i in raw["inputs"] if i["modality"] in modalities]
     if s2_trunk:
         for spec in raw["inputs"]:
@@ -437,6 +445,26 @@ def receptive_radius(base, card):
     return int(rf or card.output.context_cells)
 
 
+def _rectangles_in(rects, crs_wkt, target_wkt):
+    """Rectangles given in ``crs_wkt`` as the bounding boxes of their corners in
+    ``target_wkt`` (the same rectangles when the CRSs agree)."""
+    from osgeo import osr
+    src, dst = osr.SpatialReference(), osr.SpatialReference()
+    src.ImportFromWkt(crs_wkt or target_wkt)
+    dst.ImportFromWkt(target_wkt)
+    if src.IsSame(dst):
+        return [tuple(r[:4]) for r in rects]
+    for s in (src, dst):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    tr = osr.CoordinateTransformation(src, dst)
+    out = []
+    for xmin, ymin, xmax, ymax in (r[:4] for r in rects):
+        pts = [tr.TransformPoint(x, y)[:2] for x in (xmin, xmax) for y in (ymin, ymax)]
+        out.append((min(p[0] for p in pts), min(p[1] for p in pts),
+                    max(p[0] for p in pts), max(p[1] for p in pts)))
+    return out
+
+
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class Prepared:
@@ -496,8 +524,16 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
         say(f"{ras.conflict_cells} cells claimed by two classes are left unlabelled.")
 
     block_cells = max(8, int(round(request.block_m / grid.cell)))
-    split = split_blocks(ras.labels, block_cells, receptive, request.validation_share,
-                         request.seed, len(KEYS))
+    if request.held_out:
+        rects = _rectangles_in(request.held_out, request.held_out_crs, grid.crs_wkt)
+        held = cells_in_rectangles(rects, grid.left, grid.top, grid.cell, grid.height,
+                                   grid.width)
+        rows, cols = np.nonzero(ras.labels != UNLABELLED)
+        blocks = len(set(zip((rows // block_cells).tolist(), (cols // block_cells).tolist())))
+        split = split_held(ras.labels, held, block_cells, receptive, blocks, len(rects))
+    else:
+        split = split_blocks(ras.labels, block_cells, receptive, request.validation_share,
+                             request.seed, len(KEYS))
     n_val = int((split.validation != UNLABELLED).sum())
     n_train = int((split.train != UNLABELLED).sum())
     if n_val == 0 or n_train == 0:
@@ -545,13 +581,14 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                          "and scikit-learn' and press Install (no restart needed); in a source "
                          "checkout: make setup. Classify works without it.") from exc
     base, base_path, config = load_base(request.base_model)
-    if is_scene_model(base):
+    if is_scene_model(base) or is_so2sat_model(base):
         if request.s2_trunk:
-            raise InputError("The VHR scene model is fine-tuned from its own weights (no So2Sat "
-                             "start): So2Sat starts the Sentinel-2 stream of the fusion "
-                             "network.")
+            raise InputError(f"{base.name} is fine-tuned from its own weights as a patch "
+                             "classifier (no So2Sat start): So2Sat starts the Sentinel-2 "
+                             "stream of the fusion network.")
+        from .patch_training import check_patch_inputs, train_patch_model
+        check_patch_inputs(base, inputs)
         prep = prepare(request, base, inputs, say, outer_progress)
-        from .patch_training import train_patch_model
         return train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
                                  outer_progress, stage, is_cancelled, messages)
     mode = SCRATCH if request.base_model == SCRATCH else "fine-tune"
@@ -752,12 +789,13 @@ def _warn_if_worse(trained, comparisons, say):
                 "add labels and train longer.")
 
 
-def _engine_scores(model_path, inputs, grid, validation, folder, aoi):
-    """Scores of ``model_path`` run by the engine's classify over ``grid``. Patch classifiers
-    are scored window by window: a held-out cell then sees exactly its window, which the buffer
-    keeps clear of training cells (the shared trunk's features reach beyond the window)."""
+def _engine_scores(model_path, inputs, grid, validation, folder, aoi, derived=None):
+    """Scores of ``model_path`` run by the engine's classify over ``grid`` (its map, or its
+    ``derived`` output of functions). Patch classifiers are scored window by window: a held-out
+    cell then sees exactly its window, which the buffer keeps clear of training cells (the
+    shared trunk's features reach beyond the window)."""
     return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi,
-                                              patch_mode="windows"))
+                                              patch_mode="windows", derived=derived))
 
 
 def _publish(tmp, staged, paths, overwrite):
