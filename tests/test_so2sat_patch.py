@@ -68,6 +68,8 @@ def test_function_card_of_the_so2sat_network(so2sat_onnx):
     assert card.patch.window_lo == -14 and card.patch.window_hi == 17
     assert not card.derived_outputs and "function_mapping" not in card.raw
     assert card.raw["inputs"][0]["rounding"] == "float16"     # fed as So2Sat was trained
+    assert card.raw["fusion"]["over"] == ["s2_winter"] and "8 function" in \
+        card.raw["fusion"]["description"]
     assert read_card(so2sat_onnx).output.gsd_m == 100.0       # the import itself unchanged
 
 
@@ -118,6 +120,7 @@ def test_train_fine_tunes_the_so2sat_network_and_classify_runs_it(so2sat_onnx, t
     assert raw["architecture"]["config"] == {"n_classes": 8, "kind": "so2sat_patch"}
     assert raw["base_model"]["name"] == "so2sat-lcz42-s2-resnet20"
     assert len(raw["base_model"]["sha256"]) == 64 and "MIT" in raw["licence"]
+    assert "licence_file" not in raw and any("So2Sat LCZ42" in c for c in raw["citation"])
     assert card.output.gsd_m == 40.0 and len(card.classes) == 8
     m = raw["metrics"]
     assert m["onnx_torch_parity_max_abs_diff"] < 1e-4
@@ -173,3 +176,29 @@ def test_held_out_rectangles_give_the_same_ground_on_another_grid():
     assert np.array_equal(again.train, split.train)
     coarse = cells_in_rectangles(rects, left, top, 4 * cell, 30, 24)
     assert np.array_equal(coarse, held[::4, ::4])
+
+
+def test_held_out_rectangles_off_the_grid_lines_add_a_cell_of_buffer():
+    from types import SimpleNamespace
+    from plugin.learning.user_training import _on_grid_lines
+    grid = SimpleNamespace(left=100.0, top=900.0, cell=40.0)
+    assert _on_grid_lines([(140.0, 500.0, 1140.0, 860.0)], grid)
+    assert not _on_grid_lines([(150.0, 500.0, 1150.0, 860.0)], grid)
+
+
+@needs_real
+def test_held_out_rectangles_without_labels_say_so(so2sat_onnx, tmp_path):
+    from osgeo import osr
+    from plugin.core.errors import InputError
+    from plugin.learning.labels import read_label_file
+    from plugin.learning.user_training import TrainRequest, run_training
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    with pytest.raises(InputError, match="held-out rectangles given holds a labelled"):
+        run_training(TrainRequest(inputs={"s2_winter": S2},
+                                  labels=read_label_file(OSM, "fclass"), base_model=so2sat_onnx,
+                                  output_path=str(tmp_path / "m.onnx"),
+                                  extent=EXTENT + (srs.ExportToWkt(),),
+                                  held_out=[(0.0, 0.0, 10.0, 10.0)],
+                                  held_out_crs=srs.ExportToWkt()))
+    assert os.listdir(tmp_path) == []

@@ -21,9 +21,11 @@ class BlockSplit:
     blocks_total: int          # blocks holding labels
     blocks_validation: int
     buffer_dropped: int        # labelled cells dropped from training by the buffer
+    given: bool = False        # held-out ground given as rectangles (not drawn blocks)
 
     def summary(self):
-        return {"block_cells": self.block_cells, "buffer_cells": self.buffer_cells,
+        return {"held_out": "given rectangles" if self.given else "drawn blocks",
+                "block_cells": self.block_cells, "buffer_cells": self.buffer_cells,
                 "blocks_with_labels": self.blocks_total,
                 "validation_blocks": self.blocks_validation,
                 "training_cells": int((self.train != UNLABELLED).sum()),
@@ -80,7 +82,8 @@ def split_blocks(labels, block_cells, buffer_cells, share=0.2, seed=0, n_classes
                       len(chosen))
 
 
-def split_held(labels, cell_held, block_cells, buffer_cells, blocks_total, blocks_validation):
+def split_held(labels, cell_held, block_cells, buffer_cells, blocks_total, blocks_validation,
+               given=False):
     """The split for a given held-out area (``cell_held`` [H, W] bool): its labels are held out
     and training cells within ``buffer_cells`` of it are dropped."""
     labelled = labels != UNLABELLED
@@ -89,7 +92,7 @@ def split_held(labels, cell_held, block_cells, buffer_cells, blocks_total, block
     train = np.where(near, UNLABELLED, labels).astype(np.int16)
     dropped = int((labelled & near & ~cell_held).sum())
     return BlockSplit(train, validation, block_cells, buffer_cells, blocks_total,
-                      blocks_validation, dropped)
+                      blocks_validation, dropped, given)
 
 
 def held_out_rectangles(split, left, top, cell):

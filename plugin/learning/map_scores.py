@@ -47,8 +47,12 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None
                                              output_path=out,
                                              extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
                                              patch_mode=patch_mode))
+    made = [res.output_path, res.manifest_path, *res.extra_outputs.values()]
     if derived:
-        os.remove(out)
+        if derived not in res.extra_outputs:
+            _remove(made)
+            raise ModelError(f"{os.path.basename(model_path)} has no {derived!r} output; "
+                             "import it again with this version (Import So2Sat LCZ weights).")
         out = res.extra_outputs[derived]
     ds = gdal.Open(out)
     if derived:
@@ -64,10 +68,16 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None
         raise ModelError("Internal error: classify planned another grid than the labels'.")
     codes = ds.GetRasterBand(1).ReadAsArray()
     ds = None
-    for path in {out, *res.extra_outputs.values()}:
-        if os.path.exists(path):
-            os.remove(path)
+    _remove(made)
     return np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED).astype(np.int16)
+
+
+def _remove(paths):
+    """The maps of a scoring run and their sidecars (all in a working folder)."""
+    for path in paths:
+        for p in (path, path + ".aux.xml", path + ".ovr"):
+            if os.path.exists(p):
+                os.remove(p)
 
 
 def map_predictions(model_path, inputs, labelset, class_map_path=None, work=None,

@@ -354,7 +354,11 @@ def _so2sat_card_fields(card, base):
         f"function (log(sum + {EPS:g})) plus a residual layer 256 -> 8 that starts at zero; "
         "plugin/learning/so2sat_patch.py. One window per 40 m cell (no test-time views).")
     card["licence"] = ("As your labels and imagery; the network's initial weights MIT "
-                       "(So2Sat LCZ42, So2Sat project team), our code GPL-2.0-or-later")
+                       "(So2Sat LCZ42, So2Sat project team; the notice is the licence file "
+                       "beside the imported model), our code GPL-2.0-or-later")
+    card.pop("licence_file", None)        # not beside the trained model
+    cited = base.raw.get("citation") or []
+    card["citation"] = [card["citation"]] + list(cited if isinstance(cited, list) else [cited])
     card["training"]["batch_norm"] = "trained (statistics of your imagery)"
     card["training"]["loss"] = (
         f"cross-entropy, label smoothing {LABEL_SMOOTHING:g} (no distillation towards the "

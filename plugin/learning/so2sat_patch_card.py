@@ -51,6 +51,9 @@ def function_card(raw):
                         "cell's upper-left pixel; pixels outside the image repeat the edge.")}
     raw["derived_outputs"] = []
     raw.pop("function_mapping", None)
+    raw["fusion"] = {"method": "mean_probs", "over": (raw.get("fusion") or {}).get("over", []),
+                     "description": ("Each given season is classified separately; the 8 "
+                                     "function probabilities are averaged without weights.")}
     arch = {k: v for k, v in (raw.get("architecture") or {}).items()
             if k not in ("parameters", "onnx")}
     arch.update({

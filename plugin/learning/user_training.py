@@ -194,6 +194,8 @@ def training_card(base, modalities, s2_trunk=False):
     if is_so2sat_model(base):     # the LCZ network becomes a classifier of our functions
         raw = function_card(raw)
     raw["inputs"] = [i for i in raw["inputs"] if i["modality"] in modalities]
+    if is_so2sat_model(base) and raw.get("fusion"):
+        raw["fusion"]["over"] = [i["modality"] for i in raw["inputs"]]
     if s2_trunk:
         for spec in raw["inputs"]:
             if spec["modality"].startswith("s2_"):
@@ -445,6 +447,23 @@ def receptive_radius(base, card):
     return int(rf or card.output.context_cells)
 
 
+def _held_out_words(split, request):
+    if split.given:
+        return (f"{split.blocks_validation} of the {split.blocks_total} given rectangles "
+                "(holding labels)")
+    return (f"{split.blocks_validation} of {split.blocks_total} blocks of {request.block_m:g} m "
+            "holding labels")
+
+
+def _on_grid_lines(rects, grid, tol=1e-6):
+    """Whether every rectangle edge lies on a cell boundary of ``grid``."""
+    def on(v, origin):
+        k = (v - origin) / grid.cell
+        return abs(k - round(k)) < tol
+    return all(on(x, grid.left) for r in rects for x in (r[0], r[2])) and \
+        all(on(y, grid.top) for r in rects for y in (r[1], r[3]))
+
+
 def _rectangles_in(rects, crs_wkt, target_wkt):
     """Rectangles given in ``crs_wkt`` as the bounding boxes of their corners in
     ``target_wkt`` (the same rectangles when the CRSs agree)."""
@@ -528,23 +547,33 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
         rects = _rectangles_in(request.held_out, request.held_out_crs, grid.crs_wkt)
         held = cells_in_rectangles(rects, grid.left, grid.top, grid.cell, grid.height,
                                    grid.width)
-        rows, cols = np.nonzero(ras.labels != UNLABELLED)
-        blocks = len(set(zip((rows // block_cells).tolist(), (cols // block_cells).tolist())))
-        split = split_held(ras.labels, held, block_cells, receptive, blocks, len(rects))
+        # a cell straddling a rectangle's edge is held out or not by its centre: one more
+        # cell of buffer keeps every training window clear of the rectangle itself
+        buffer = receptive + (0 if _on_grid_lines(rects, grid) else 1)
+        labelled = ras.labels != UNLABELLED
+        holding = sum(1 for r in rects if (labelled & cells_in_rectangles(
+            [r], grid.left, grid.top, grid.cell, grid.height, grid.width)).any())
+        split = split_held(ras.labels, held, block_cells, buffer, len(rects), holding,
+                           given=True)
     else:
         split = split_blocks(ras.labels, block_cells, receptive, request.validation_share,
                              request.seed, len(KEYS))
     n_val = int((split.validation != UNLABELLED).sum())
     n_train = int((split.train != UNLABELLED).sum())
+    if split.given and n_val == 0:
+        raise InputError(f"None of the {len(rects)} held-out rectangles given holds a labelled "
+                         f"{grid.cell:g} m cell on this grid.")
+    if split.given and n_train == 0:
+        raise InputError(f"No labelled {grid.cell:g} m cell is left for training outside the "
+                         f"held-out rectangles and their buffer of {buffer} cells.")
     if n_val == 0 or n_train == 0:
         raise InputError(
             f"The labels lie in {split.blocks_total} block(s) of {request.block_m:g} m: a "
             "spatial hold-out needs labels in at least two blocks with training labels left "
             "outside the buffer. Use smaller blocks or label a larger area.")
-    say(f"Spatial hold-out: {split.blocks_validation} of {split.blocks_total} blocks of "
-        f"{request.block_m:g} m for validation ({n_val} cells), {n_train} training cells; "
-        f"{split.buffer_dropped} cells within {receptive} cells of a held-out block are not "
-        "used.")
+    say(f"Spatial hold-out: {_held_out_words(split, request)} for validation ({n_val} cells), "
+        f"{n_train} training cells; {split.buffer_dropped} cells within {split.buffer_cells} "
+        "cells of held-out ground are not used.")
 
     return Prepared(raw, card, grid, ras, split, receptive, class_map)
 
@@ -584,8 +613,8 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     if is_scene_model(base) or is_so2sat_model(base):
         if request.s2_trunk:
             raise InputError(f"{base.name} is fine-tuned from its own weights as a patch "
-                             "classifier (no So2Sat start): So2Sat starts the Sentinel-2 "
-                             "stream of the fusion network.")
+                             "classifier (no So2Sat start beside it): BASE_MODEL=so2sat starts "
+                             "the Sentinel-2 stream of the fusion network from So2Sat.")
         from .patch_training import check_patch_inputs, train_patch_model
         check_patch_inputs(base, inputs)
         prep = prepare(request, base, inputs, say, outer_progress)
@@ -703,9 +732,8 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
     trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi)
     card_dict["metrics"] = {
         "description": (
-            f"Held-out spatial blocks of {request.block_m:g} m ({split.blocks_validation} "
-            f"of {split.blocks_total} blocks holding labels; {n_val} labelled cells), never "
-            f"trained on, with a buffer of {prep.receptive} cells; the exported model run "
+            f"Held-out ground: {_held_out_words(split, request)}; {n_val} labelled cells, "
+            f"never trained on, with a buffer of {split.buffer_cells} cells; the exported model run "
             "through the engine's classify. Comparisons on the same cells: a "
             "RandomForest on per-cell values and simple texture trained on the same training "
             "cells, and the untrained base model."),
@@ -714,8 +742,8 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
         "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
     card_dict["real_data_validation"] = {
         "status": "validated",
-        "summary": (f"{n_val} labelled cells of {labelset.name!r} in {split.blocks_validation}"
-                    f" held-out {request.block_m:g} m blocks: OA "
+        "summary": (f"{n_val} labelled cells of {labelset.name!r} in "
+                    f"{_held_out_words(split, request)} held out: OA "
                     f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}"
                     + (f" (RandomForest {comparisons['random_forest']['overall_accuracy']:.3f})"
                        if "random_forest" in comparisons else "")),
