@@ -73,32 +73,50 @@ def test_function_card_of_the_so2sat_network(so2sat_onnx):
     assert read_card(so2sat_onnx).output.gsd_m == 100.0       # the import itself unchanged
 
 
+def _summer_copy(tmp_path):
+    """A second "season": the clip's corner copied (values changed) into the test folder."""
+    ds = gdal.Translate(str(tmp_path / "s2_summer.tif"), S2,
+                        projWin=[EXTENT[0] - 400, EXTENT[3] + 400, EXTENT[2] + 400,
+                                 EXTENT[1] - 400])
+    for b in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(b)
+        band.WriteArray((band.ReadAsArray() * 0.8).astype(np.uint16))
+    ds = None
+    return str(tmp_path / "s2_summer.tif")
+
+
 @needs_real
-def test_patch_store_windows_are_the_patches_classify_feeds(so2sat_onnx):
-    """One data path for the So2Sat card too: a training window is the window classify feeds."""
+def test_patch_store_windows_are_the_patches_classify_feeds(so2sat_onnx, tmp_path):
+    """One data path for the So2Sat card too: a training window is the window classify feeds,
+    season by season."""
     from plugin.core.grid import plan_grid
     from plugin.core.model_card import parse_card
     from plugin.core.patches import PatchReader
     from plugin.learning.patch_training import PatchStore
     from plugin.learning.user_training import load_base, training_card
     base, _, _ = load_base(so2sat_onnx)
-    card = parse_card(training_card(base, {"s2_winter"}))
-    inputs = {"s2_winter": S2}
+    inputs = {"s2_winter": S2, "s2_summer": _summer_copy(tmp_path)}
+    card = parse_card(training_card(base, set(inputs)))
     probe = plan_grid(card, inputs)
     grid = plan_grid(card, inputs, EXTENT + (probe.crs_wkt,))
     store = PatchStore(card, inputs, grid)
     p = card.patch
+    assert sorted(store.modalities) == ["s2_summer", "s2_winter"]
     with PatchReader(card, inputs, grid, mode="windows") as reader:
         for col, row, w, h in ((0, 0, 8, 8), (37, 21, 9, 5), (grid.width - 6, 31, 6, 9)):
             windows, valid = reader.read(col, row, w, h)
-            x, cells = windows["s2_winter"]
-            view = np.lib.stride_tricks.sliding_window_view(
-                x, (p.patch_px, p.patch_px), axis=(1, 2))[:, ::p.stride_px, ::p.stride_px]
-            rr, cc = np.nonzero(cells)
-            assert rr.size
-            fed = view[:, rr, cc].transpose(1, 0, 2, 3)
-            assert np.array_equal(store.patches(rr + row, cc + col), fed), (col, row)
+            for m, (x, cells) in windows.items():
+                view = np.lib.stride_tricks.sliding_window_view(
+                    x, (p.patch_px, p.patch_px), axis=(1, 2))[:, ::p.stride_px, ::p.stride_px]
+                rr, cc = np.nonzero(cells)
+                assert rr.size
+                fed = view[:, rr, cc].transpose(1, 0, 2, 3)
+                assert np.array_equal(store.patches(rr + row, cc + col, m), fed), (m, col, row)
+                assert np.array_equal(store.valid[m][row:row + h, col:col + w], cells)
             assert np.array_equal(store.cells[row:row + h, col:col + w], valid)
+    assert not np.array_equal(store.patches([5], [5], "s2_summer"),
+                              store.patches([5], [5], "s2_winter"))
+    assert store.cell_features().shape[-1] == 2 * 4 * 10       # both seasons' features
 
 
 @needs_real
@@ -108,9 +126,10 @@ def test_train_fine_tunes_the_so2sat_network_and_classify_runs_it(so2sat_onnx, t
     from plugin.core.model_card import read_card
     out = tmp_path / "so2sat_osm.onnx"
     extent = f"{EXTENT[0]},{EXTENT[2]},{EXTENT[1]},{EXTENT[3]} [EPSG:32633]"
+    summer = _summer_copy(tmp_path)
     feedback = CollectingFeedback()
     result = processing.run("urbanfunctions:train", {
-        "S2_WINTER": S2, "LABELS": OSM, "LABEL_FIELD": "fclass", "BASE_MODEL": so2sat_onnx,
+        "S2_WINTER": S2, "S2_SUMMER": summer, "LABELS": OSM, "LABEL_FIELD": "fclass", "BASE_MODEL": so2sat_onnx,
         "EXTENT": extent, "BLOCK_SIZE": 800, "EPOCHS": 1, "OUTPUT_MODEL": str(out)},
         feedback=feedback)
     assert result["MODEL"] == str(out) and out.exists()
@@ -122,6 +141,9 @@ def test_train_fine_tunes_the_so2sat_network_and_classify_runs_it(so2sat_onnx, t
     assert len(raw["base_model"]["sha256"]) == 64 and "MIT" in raw["licence"]
     assert "licence_file" not in raw and any("So2Sat LCZ42" in c for c in raw["citation"])
     assert card.output.gsd_m == 40.0 and len(card.classes) == 8
+    # both seasons through the one network, their probabilities averaged
+    assert sorted(i.modality for i in card.inputs) == ["s2_summer", "s2_winter"]
+    assert sorted(raw["fusion"]["over"]) == ["s2_summer", "s2_winter"]
     m = raw["metrics"]
     assert m["onnx_torch_parity_max_abs_diff"] < 1e-4
     assert m["split"]["buffer_cells"] == 4          # the 320 m window reaches 4 cells out
@@ -132,8 +154,8 @@ def test_train_fine_tunes_the_so2sat_network_and_classify_runs_it(so2sat_onnx, t
     from plugin.learning.user_training import load_base
     assert load_base(str(out))[2]["kind"] == "so2sat_patch"
     res = processing.run("urbanfunctions:classify", {
-        "S2_WINTER": S2, "MODEL": str(out), "OUTPUT": str(tmp_path / "map.tif"),
-        "EXTENT": extent}, feedback=CollectingFeedback())
+        "S2_WINTER": S2, "S2_SUMMER": summer, "MODEL": str(out),
+        "OUTPUT": str(tmp_path / "map.tif"), "EXTENT": extent}, feedback=CollectingFeedback())
     ds = gdal.Open(res["OUTPUT"])
     codes = ds.ReadAsArray()
     assert ds.GetGeoTransform()[1] == 40.0 and codes.shape == (80, 120)
@@ -141,15 +163,15 @@ def test_train_fine_tunes_the_so2sat_network_and_classify_runs_it(so2sat_onnx, t
 
 
 @needs_real
-def test_so2sat_patch_model_takes_one_season(so2sat_onnx, tmp_path):
+def test_so2sat_patch_model_takes_sentinel2_only(so2sat_onnx, tmp_path):
     from osgeo import osr
     from plugin.core.errors import InputError
     from plugin.learning.labels import read_label_file
     from plugin.learning.user_training import TrainRequest, run_training
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32633)
-    with pytest.raises(InputError, match="one input raster at a time"):
-        run_training(TrainRequest(inputs={"s2_winter": S2, "s2_summer": S2},
+    with pytest.raises(InputError, match="takes Sentinel-2 seasons only"):
+        run_training(TrainRequest(inputs={"s2_winter": S2, "ntl": S2},
                                   labels=read_label_file(OSM, "fclass"), base_model=so2sat_onnx,
                                   output_path=str(tmp_path / "m.onnx"),
                                   extent=EXTENT + (srs.ExportToWkt(),), block_m=800))

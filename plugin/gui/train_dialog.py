@@ -39,7 +39,7 @@ ALGORITHM = "urbanfunctions:train"
 BASES = (("Best measured start for these inputs", ""),
          ("Fine-tune the bundled fusion network", "urban-fusion"),
          ("Sentinel-2 stream from the imported So2Sat LCZ network", "so2sat"),
-         ("Fine-tune the imported So2Sat LCZ network itself (one Sentinel-2 season, 40 m)",
+         ("Fine-tune the imported So2Sat LCZ network itself (Sentinel-2 only, 40 m)",
           "so2sat-lcz42-s2-resnet20"),
          ("Fine-tune the VHR scene model (VHR imagery only)", "vhr-scenes-resnet"),
          ("Train the fusion network from scratch", "scratch"))

@@ -53,8 +53,10 @@ STRIP_CELLS = 32
 
 
 class PatchStore:
-    """Normalised pixels over ``grid`` as classify reads them; ``patches(rows, cols)`` gives
-    the windows of those cells, ``cells`` which cells have data."""
+    """Normalised pixels over ``grid`` as classify reads them, per input (the So2Sat model takes
+    each Sentinel-2 season through the same network); ``patches(rows, cols, modality)`` gives
+    the windows of those cells, ``valid[modality]`` which cells have data in that input and
+    ``cells`` which have data in any (the cells classify classifies)."""
 
     def __init__(self, card, inputs, grid, aoi=None, progress=None, is_cancelled=None):
         p = card.patch
@@ -64,47 +66,55 @@ class PatchStore:
         h_px, w_px = (grid.height - 1) * s + p.patch_px, (grid.width - 1) * s + p.patch_px
         # window geometry (no trunk-stride margins): the windows classify's windows mode feeds
         with PatchReader(card, inputs, grid, aoi, mode="windows") as reader:
-            (modality,) = reader.sources            # scene models take one input
-            bands = len(reader.sources[modality].bands)
-            need = bands * h_px * w_px * 4
+            self.modalities = list(reader.sources)
+            bands = {m: len(src.bands) for m, src in reader.sources.items()}
+            need = sum(bands.values()) * h_px * w_px * 4
             if need > MAX_STORE_BYTES:
                 raise InputError(
                     f"The labels' area needs {need / 2 ** 30:.1f} GiB of {p.gsd_m:g} m pixels "
                     f"to train {card.name}; set an extent or AOI around part of the "
                     "labels, or split them.")
-            self.x = np.zeros((bands, h_px, w_px), np.float32)
+            self.x = {m: np.zeros((b, h_px, w_px), np.float32) for m, b in bands.items()}
+            self.valid = {m: np.zeros((grid.height, grid.width), bool) for m in bands}
             self.cells = np.zeros((grid.height, grid.width), bool)
             for r0 in range(0, grid.height, STRIP_CELLS):
                 if is_cancelled and is_cancelled():
                     raise Cancelled("Cancelled by the user; no model was written.")
                 n = min(STRIP_CELLS, grid.height - r0)
                 windows, valid = reader.read(0, r0, grid.width, n)
-                x, _ = windows[modality]
-                self.x[:, r0 * s:r0 * s + x.shape[1]] = x
+                for m, (x, cells) in windows.items():
+                    self.x[m][:, r0 * s:r0 * s + x.shape[1]] = x
+                    self.valid[m][r0:r0 + n] = cells
                 self.cells[r0:r0 + n] = valid
                 if progress:
                     progress((r0 + n) / grid.height, "Reading the imagery")
 
-    def patches(self, rows, cols):
-        """[N, B, P, P] float32: the windows classify feeds for cells (rows, cols)."""
+    def patches(self, rows, cols, modality=None):
+        """[N, B, P, P] float32: the windows classify feeds for cells (rows, cols) from
+        ``modality`` (default: the first input)."""
+        x = self.x[modality or self.modalities[0]]
         s, P = self.stride, self.patch_px
-        out = np.empty((len(rows), self.x.shape[0], P, P), np.float32)
+        out = np.empty((len(rows), x.shape[0], P, P), np.float32)
         for i, (r, c) in enumerate(zip(rows, cols)):
-            out[i] = self.x[:, r * s:r * s + P, c * s:c * s + P]
+            out[i] = x[:, r * s:r * s + P, c * s:c * s + P]
         return out
 
     def cell_features(self):
-        """[H, W, F] per-cell features for the RandomForest: per band the mean and standard
-        deviation of the cell's own pixels, and the mean over the 3 x 3 cells around it."""
+        """[H, W, F] per-cell features for the RandomForest, per input in turn: per band the
+        mean and standard deviation of the cell's own pixels, and the mean over the 3 x 3 cells
+        around it."""
+        return np.concatenate([self._features(self.x[m]) for m in self.modalities], axis=-1)
+
+    def _features(self, x):
         from .baseline import _box
         s, o = self.stride, self.block_offset
         h, w = self.cells.shape
-        b = self.x.shape[0]
+        b = x.shape[0]
         mean = np.empty((b, h, w), np.float32)
         std = np.empty((b, h, w), np.float32)
         for r0 in range(0, h, STRIP_CELLS):   # strips: no copy of the whole store
             n = min(STRIP_CELLS, h - r0)
-            own = self.x[:, o + r0 * s:o + (r0 + n) * s, o:o + w * s].reshape(b, n, s, w, s)
+            own = x[:, o + r0 * s:o + (r0 + n) * s, o:o + w * s].reshape(b, n, s, w, s)
             mean[:, r0:r0 + n] = own.mean(axis=(2, 4))
             std[:, r0:r0 + n] = own.std(axis=(2, 4))
         feats = np.concatenate([mean, std, _box(mean), _box(std)], axis=0)
@@ -121,14 +131,26 @@ def _augment(x, gen):
 
 
 def predict_cells(net, store, rows, cols, device, batch=256):
+    """Class indices of cells (rows, cols): the probabilities averaged over the inputs with data
+    in each cell, as classify does."""
     import torch
     net.eval()
-    out = np.empty(len(rows), np.int16)
+    total = np.zeros((len(rows), 0), np.float32)
+    count = np.zeros(len(rows), np.float32)
     with torch.no_grad():
-        for k in range(0, len(rows), batch):
-            x = torch.from_numpy(store.patches(rows[k:k + batch], cols[k:k + batch]))
-            out[k:k + batch] = net(x.to(device)).argmax(1).cpu().numpy()
-    return out
+        for m in store.modalities:
+            has = store.valid[m][rows, cols]
+            for k in range(0, len(rows), batch):
+                sel = np.flatnonzero(has[k:k + batch]) + k
+                if sel.size == 0:
+                    continue
+                x = torch.from_numpy(store.patches(rows[sel], cols[sel], m))
+                probs = torch.softmax(net(x.to(device)), dim=1).cpu().numpy()
+                if total.shape[1] == 0:
+                    total = np.zeros((len(rows), probs.shape[1]), np.float32)
+                total[sel] += probs
+                count[sel] += 1
+    return (total / np.maximum(count, 1)[:, None]).argmax(1).astype(np.int16)
 
 
 def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_seconds, device, seed,
@@ -146,8 +168,13 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
                          "held-out blocks have no pixels (nodata, or outside the AOI).")
     rows, cols = np.nonzero(usable)
     y = train_labels[rows, cols].astype(np.int64)
-    classes = np.unique(y)
-    by_class = {int(k): np.flatnonzero(y == k) for k in classes}
+    # per input: each class's cells with data in it (a batch comes from one input, drawn
+    # uniformly: every season is a view of the same ground through the same network)
+    by_class = {}
+    for m in store.modalities:
+        has = store.valid[m][rows, cols]
+        by_class[m] = {int(k): np.flatnonzero((y == k) & has) for k in np.unique(y[has])}
+    sources = [m for m in store.modalities if by_class[m]]
     vr, vc = np.nonzero((val_labels != UNLABELLED) & store.cells)
     if vr.size == 0:
         raise InputError("No held-out label lies on imagery: the labelled cells in the "
@@ -177,9 +204,13 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
                 raise Cancelled("Cancelled by the user; no model was written.")
             set_learning_rate(opt, base_lrs, epoch, step, epochs, STEPS_PER_EPOCH)
             # class-balanced: a class drawn uniformly, then one of its cells
+            m = sources[int(gen.integers(len(sources)))] if len(sources) > 1 else sources[0]
+            classes = np.array(sorted(by_class[m]))
             ks = classes[gen.integers(len(classes), size=BATCH)]
-            idx = np.array([by_class[int(k)][gen.integers(by_class[int(k)].size)] for k in ks])
-            x = torch.from_numpy(_augment(store.patches(rows[idx], cols[idx]), gen)).to(device)
+            idx = np.array([by_class[m][int(k)][gen.integers(by_class[m][int(k)].size)]
+                            for k in ks])
+            x = torch.from_numpy(_augment(store.patches(rows[idx], cols[idx], m),
+                                          gen)).to(device)
             target = torch.from_numpy(y[idx])
             logits = net(x)
             loss = F.cross_entropy(logits, target.to(device), label_smoothing=LABEL_SMOOTHING)
@@ -205,14 +236,18 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
 
 
 def check_patch_inputs(base, inputs):
-    """Patch classifiers are fine-tuned on one input raster (checked before any reading)."""
+    """The scene model is fine-tuned on one VHR raster, the So2Sat network on Sentinel-2
+    seasons (checked before any reading)."""
     from .so2sat_patch_card import is_so2sat_model
-    if len(inputs) != 1:
+    if is_so2sat_model(base):
+        other = sorted(m for m in inputs if not m.startswith("s2_"))
+        if other:
+            raise InputError(f"{base.name} takes Sentinel-2 seasons only (given also: "
+                             f"{', '.join(other)}); train the fusion network (BASE_MODEL "
+                             "so2sat or urban-fusion) to combine them.")
+    elif len(inputs) != 1:
         raise InputError(f"{base.name} is fine-tuned on one input raster at a time (given: "
-                         f"{', '.join(sorted(inputs))}); give one"
-                         + (" Sentinel-2 season, or train the fusion network (BASE_MODEL "
-                            "so2sat or urban-fusion) on several." if is_so2sat_model(base)
-                            else "."))
+                         f"{', '.join(sorted(inputs))}); give one.")
 
 
 def train_patch_model(request, base, base_path, config, prep, inputs, t_start, say,
