@@ -61,23 +61,14 @@ def score_map(model_path, out_dir, prep, derived=None):
     read onto the 10 m grid (each 10 m cell takes the value under its centre), on the held-out
     cells of ``prep``; returns (scores, the map's class indices on that grid, seconds of the
     classify run)."""
-    import numpy as np
-    from osgeo import gdal
     from plugin.core.engine import ClassifyRequest, run_classification
-    from plugin.learning.labels import UNLABELLED
-    from plugin.learning.user_training import score
+    from plugin.learning.map_scores import read_onto, score
     out = os.path.join(out_dir, "map_" + os.path.basename(model_path).replace(".onnx", ".tif"))
     t0 = time.perf_counter()
     res = run_classification(ClassifyRequest(inputs={"s2_winter": S2}, model_path=model_path,
                                              output_path=out, overwrite=True))
     seconds = time.perf_counter() - t0
-    g = prep.grid
-    xmin, ymin, xmax, ymax = g.bounds
-    ds = gdal.Warp("", res.extra_outputs[derived] if derived else out, format="MEM",
-                   outputBounds=(xmin, ymin, xmax, ymax), xRes=g.cell, yRes=g.cell,
-                   dstSRS=g.crs_wkt, resampleAlg="near")
-    codes = ds.ReadAsArray()
-    pred = np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED)
+    pred = read_onto(res.extra_outputs[derived] if derived else out, prep.grid)
     return score(prep.split.validation, pred), pred, seconds
 
 

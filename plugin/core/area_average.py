@@ -169,16 +169,13 @@ class AreaAverageReader:
         if raw.ndim == 2:
             raw = raw[None]
         x = raw.astype(np.float32)
-        if self.nodata is None:
-            ok = None
-        elif np.isnan(self.nodata):
-            ok = np.isfinite(x)
-        else:
+        ok = None
+        if self.nodata is not None and not np.isnan(self.nodata):
             ok = raw != self.nodata
-            if np.issubdtype(raw.dtype, np.floating):
-                ok &= np.isfinite(x)   # NaN/inf beside a finite nodata: missing, not spread
-        if ok is None and np.issubdtype(raw.dtype, np.floating):
-            ok = np.isfinite(x)
+        if np.issubdtype(raw.dtype, np.floating):
+            # NaN/inf are missing whatever the nodata value (never spread over a block)
+            finite = np.isfinite(x)
+            ok = finite if ok is None else ok & finite
 
         def resample(a):
             t = _weighted_sum(a, -1, cfirst, cw, x0)

@@ -260,9 +260,9 @@ class ClassifyDialog(QDialog):
         self.precision = QComboBox()
         self.precision.addItem("float32", "fp32")
         self.precision.addItem("float16 (GPU only)", "fp16")
-        self.precision.setToolTip("float16 runs faster on most GPUs; the first batch is also run "
-                                  "in float32 and the run goes on in float32 when classes "
-                                  "change. Refused on the CPU.")
+        self.precision.setToolTip("float16 runs faster on most GPUs; the first 4,096 cells are "
+                                  "also run in float32 and the run goes on in float32 when "
+                                  "classes change. Refused on the CPU.")
         form.addRow("Precision", self.precision)
         from ..core.diagnostics import device_summary
         self.device_info = QLabel(device_summary())

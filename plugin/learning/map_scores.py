@@ -54,14 +54,12 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None
             raise ModelError(f"{os.path.basename(model_path)} has no {derived!r} output; "
                              "import it again with this version (Import So2Sat LCZ weights).")
         out = res.extra_outputs[derived]
-    ds = gdal.Open(out)
     if derived:
-        # a derived map may be on the model's own coarser grid (So2Sat: 100 m): read onto
-        # ``grid``, each cell taking the value under its centre
-        xmin, ymin, xmax, ymax = grid.bounds
-        ds = gdal.Warp("", ds, format="MEM", outputBounds=(xmin, ymin, xmax, ymax),
-                       width=grid.width, height=grid.height, dstSRS=grid.crs_wkt,
-                       resampleAlg="near")
+        # a derived map may be on the model's own coarser grid (So2Sat: 100 m)
+        pred = read_onto(out, grid)
+        _remove(made)
+        return pred
+    ds = gdal.Open(out)
     gt = ds.GetGeoTransform()
     if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
             abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
@@ -69,7 +67,22 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None
     codes = ds.GetRasterBand(1).ReadAsArray()
     ds = None
     _remove(made)
+    return _indices(codes)
+
+
+def _indices(codes):
     return np.where(codes > 0, codes.astype(np.int16) - 1, UNLABELLED).astype(np.int16)
+
+
+def read_onto(path, grid):
+    """Class indices [H, W] of the class map at ``path`` read onto ``grid`` (another grid or
+    cell size), each cell taking the value under its centre."""
+    from osgeo import gdal
+    xmin, ymin, xmax, ymax = grid.bounds
+    ds = gdal.Warp("", path, format="MEM", outputBounds=(xmin, ymin, xmax, ymax),
+                   width=grid.width, height=grid.height, dstSRS=grid.crs_wkt,
+                   resampleAlg="near")
+    return _indices(ds.GetRasterBand(1).ReadAsArray())
 
 
 def _remove(paths):

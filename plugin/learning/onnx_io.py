@@ -38,6 +38,14 @@ def torch_net_from_onnx(onnx_path, net_class, config):
     return net.eval()
 
 
+def max_abs_diff(out, ref):
+    """max |onnxruntime - torch| of one output (an error when their shapes differ)."""
+    import numpy as np
+    if out.shape != ref.shape:
+        raise RuntimeError(f"onnxruntime output shape {out.shape} != torch {ref.shape}")
+    return float(np.abs(out - ref).max())
+
+
 def weights_sha256(onnx_path):
     """sha256 of the graph's initializers (names and bytes, sorted by name): the identity of the
     weights, unchanged when only the card in the metadata is edited."""

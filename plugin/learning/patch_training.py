@@ -44,8 +44,8 @@ DISTILL_WEIGHT = 1.0
 DISTILL_T = 2.0
 # ... but not for the So2Sat network: its start is the rule-of-thumb LCZ -> functions table,
 # not a classifier of functions, and keeping it as a target keeps its mistakes. Measured on the
-# Havelland clip (make evidence-osm, row f): with the term, held-out OA 0.732 and green space F1 0.23
-# (winter forest stays "low plants"); without it, 0.784 and 0.60
+# Havelland clip (make evidence-osm, row f): with the term, held-out OA 0.732 and green space
+# F1 0.23 (winter forest stays "low plants"); without it, 0.784 and 0.60
 SO2SAT_DISTILL_WEIGHT = 0.0
 EVAL_CELLS = 2000               # held-out cells scored after each epoch (seeded sample)
 MAX_STORE_BYTES = 3 * 2 ** 30   # the labels' area, read once; beyond this: a smaller extent
@@ -135,7 +135,7 @@ def predict_cells(net, store, rows, cols, device, batch=256):
     in each cell, as classify does."""
     import torch
     net.eval()
-    total = np.zeros((len(rows), 0), np.float32)
+    total = np.zeros((len(rows), net.config["n_classes"]), np.float32)
     count = np.zeros(len(rows), np.float32)
     with torch.no_grad():
         for m in store.modalities:
@@ -145,10 +145,7 @@ def predict_cells(net, store, rows, cols, device, batch=256):
                 if sel.size == 0:
                     continue
                 x = torch.from_numpy(store.patches(rows[sel], cols[sel], m))
-                probs = torch.softmax(net(x.to(device)), dim=1).cpu().numpy()
-                if total.shape[1] == 0:
-                    total = np.zeros((len(rows), probs.shape[1]), np.float32)
-                total[sel] += probs
+                total[sel] += torch.softmax(net(x.to(device)), dim=1).cpu().numpy()
                 count[sel] += 1
     return (total / np.maximum(count, 1)[:, None]).argmax(1).astype(np.int16)
 
@@ -394,7 +391,6 @@ def _so2sat_card_fields(card, base):
     card.pop("licence_file", None)        # not beside the trained model
     cited = base.raw.get("citation") or []
     card["citation"] = [card["citation"]] + list(cited if isinstance(cited, list) else [cited])
-    card["training"]["batch_norm"] = "trained (statistics of your imagery)"
     card["training"]["loss"] = (
         f"cross-entropy, label smoothing {LABEL_SMOOTHING:g} (no distillation towards the "
         "untrained network: its LCZ -> functions table is a rule of thumb, and keeping it as a "

@@ -33,8 +33,8 @@ def is_so2sat_model(card):
 
 
 def function_card(raw):
-    """``raw`` (the imported So2Sat card, or a trained So2Sat patch model's) made a card of the
-    function classifier; a new dict."""
+    """``raw`` (the imported So2Sat card, or a trained So2Sat patch model's, with the inputs
+    to keep) made a card of the function classifier; a new dict."""
     raw = json.loads(json.dumps(raw))
     raw["classes"] = class_table()
     raw["output"] = {
@@ -51,7 +51,7 @@ def function_card(raw):
                         "cell's upper-left pixel; pixels outside the image repeat the edge.")}
     raw["derived_outputs"] = []
     raw.pop("function_mapping", None)
-    raw["fusion"] = {"method": "mean_probs", "over": (raw.get("fusion") or {}).get("over", []),
+    raw["fusion"] = {"method": "mean_probs", "over": [i["modality"] for i in raw["inputs"]],
                      "description": ("Each given season is classified separately; the 8 "
                                      "function probabilities are averaged without weights.")}
     arch = {k: v for k, v in (raw.get("architecture") or {}).items()

@@ -141,8 +141,8 @@ def report_html(card):
     held = (f"{sp['validation_blocks']} of the {sp['blocks_with_labels']} given rectangles"
             if sp.get("held_out") == "given rectangles" else
             f"{sp['validation_blocks']} of {sp['blocks_with_labels']} blocks")
-    parts.append(f"<p>Spatial hold-out: {held}; {sp['training_cells']} training and {sp['validation_cells']} "
-                 f"validation cells; {sp['cells_dropped_by_buffer']} cells in the "
+    parts.append(f"<p>Spatial hold-out: {held}; {sp['training_cells']} training and "
+                 f"{sp['validation_cells']} validation cells; {sp['cells_dropped_by_buffer']} cells in the "
                  f"{sp['buffer_cells']}-cell buffer not used.</p>")
     parts.append("<h2>Epochs</h2><table><tr><th>Epoch</th><th>Loss</th><th>Held-out OA</th>"
                  "<th>Held-out macro F1</th><th>Seconds</th></tr>")

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.classes import FUNCTION_CLASSES
 from ..core.errors import Cancelled, InputError, ModelError, OutputError
-from ..core.grid import plan_grid
+from ..core.grid import plan_grid, transform_bounds
 from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.models import BUNDLED_DIR
 from .blocks import cells_in_rectangles, split_blocks, split_held
@@ -191,11 +191,9 @@ def training_card(base, modalities, s2_trunk=False):
     """The base card restricted to the user's inputs (the card the trained model gets). With
     the So2Sat trunk, Sentinel-2 is fed as the So2Sat network was trained: DN / 10000."""
     raw = json.loads(json.dumps(base.raw))
+    raw["inputs"] = [i for i in raw["inputs"] if i["modality"] in modalities]
     if is_so2sat_model(base):     # the LCZ network becomes a classifier of our functions
         raw = function_card(raw)
-    raw["inputs"] = [i for i in raw["inputs"] if i["modality"] in modalities]
-    if is_so2sat_model(base) and raw.get("fusion"):
-        raw["fusion"]["over"] = [i["modality"] for i in raw["inputs"]]
     if s2_trunk:
         for spec in raw["inputs"]:
             if spec["modality"].startswith("s2_"):
@@ -464,26 +462,6 @@ def _on_grid_lines(rects, grid, tol=1e-6):
         all(on(y, grid.top) for r in rects for y in (r[1], r[3]))
 
 
-def _rectangles_in(rects, crs_wkt, target_wkt):
-    """Rectangles given in ``crs_wkt`` as the bounding boxes of their corners in
-    ``target_wkt`` (the same rectangles when the CRSs agree)."""
-    from osgeo import osr
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(crs_wkt or target_wkt)
-    dst.ImportFromWkt(target_wkt)
-    if src.IsSame(dst):
-        return [tuple(r[:4]) for r in rects]
-    for s in (src, dst):
-        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    tr = osr.CoordinateTransformation(src, dst)
-    out = []
-    for xmin, ymin, xmax, ymax in (r[:4] for r in rects):
-        pts = [tr.TransformPoint(x, y)[:2] for x in (xmin, xmax) for y in (ymin, ymax)]
-        out.append((min(p[0] for p in pts), min(p[1] for p in pts),
-                    max(p[0] for p in pts), max(p[1] for p in pts)))
-    return out
-
-
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class Prepared:
@@ -544,7 +522,8 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
 
     block_cells = max(8, int(round(request.block_m / grid.cell)))
     if request.held_out:
-        rects = _rectangles_in(request.held_out, request.held_out_crs, grid.crs_wkt)
+        rects = [transform_bounds(r[:4], request.held_out_crs or grid.crs_wkt, grid.crs_wkt)
+                 for r in request.held_out]
         held = cells_in_rectangles(rects, grid.left, grid.top, grid.cell, grid.height,
                                    grid.width)
         # a cell straddling a rectangle's edge is held out or not by its centre: one more
@@ -733,8 +712,8 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
     card_dict["metrics"] = {
         "description": (
             f"Held-out ground: {_held_out_words(split, request)}; {n_val} labelled cells, "
-            f"never trained on, with a buffer of {split.buffer_cells} cells; the exported model run "
-            "through the engine's classify. Comparisons on the same cells: a "
+            f"never trained on, with a buffer of {split.buffer_cells} cells; the exported model "
+            "run through the engine's classify. Comparisons on the same cells: a "
             "RandomForest on per-cell values and simple texture trained on the same training "
             "cells, and the untrained base model."),
         "validation": trained, "comparisons": comparisons,
