@@ -19,7 +19,7 @@ import sys
 import threading
 
 from .core.model_card import MODALITIES, MODALITY_LABELS
-from .core.shared_trunk import MODES
+from .core.inference_modes import MODES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
 
@@ -114,8 +114,9 @@ def build_parser():
                    help="also OUT_probabilities.tif (float32 per class)")
     c.add_argument("--optional-outputs", action="store_true",
                    help="also the model's optional outputs (e.g. OUT_gates.tif)")
-    c.add_argument("--patch-mode", choices=MODES,
-                   help="patch classifiers (the VHR scene model): default the model's")
+    c.add_argument("--inference-mode", "--patch-mode", dest="inference_mode", choices=MODES,
+                   help="fast (one view), accurate (test-time views averaged) or windows "
+                        "(patch classifiers: each window alone); default the model's")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     c.add_argument("--dask", metavar="SCHEDULER",
                    help="run on a Dask cluster: tcp://host:8786, or local:N for N worker "
@@ -160,7 +161,7 @@ def classify(args):
         precision=args.precision,
         confidence=args.confidence, probabilities=args.probabilities,
         optional_outputs=args.optional_outputs, overwrite=args.overwrite,
-        patch_mode=args.patch_mode, dask_scheduler=args.dask,
+        inference_mode=args.inference_mode, dask_scheduler=args.dask,
         dask_block_rows=args.dask_block_rows)
     cancel = threading.Event()
 
@@ -186,7 +187,7 @@ def classify(args):
         "output": res.output_path, "manifest": os.path.abspath(res.manifest_path),
         "model": entry.card.name,
         "provider": res.provider, "seconds": round(res.seconds, 3),
-        "extra_outputs": res.extra_outputs, "patch_mode": res.patch_mode,
+        "extra_outputs": res.extra_outputs, "inference_mode": res.inference_mode,
         "class_areas_m2": {a.name: a.area_m2 for a in res.class_areas},
         "dask": None if res.cluster is None else {
             "scheduler": res.cluster["scheduler"], "workers": len(res.cluster["workers"]),

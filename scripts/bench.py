@@ -101,7 +101,7 @@ def raw_ort_seconds(request):
         card, request.inputs, grid, tile, overlap, th, tw, [], [], None, patch), lambda _m: None)
     batches = []
 
-    mode = resolve_mode(card.patch, request.patch_mode)[0] if patch else None
+    mode = resolve_mode(card.patch, request.inference_mode)[0] if patch else None
     reader = (PatchReader(card, request.inputs, grid, mode=mode) if patch
               else FeedReader(card, request.inputs, grid))
 
@@ -140,7 +140,7 @@ def child(args):
     inputs, out, model, raw = json.loads(args[0]), args[1], args[2], args[3] == "raw"
     mode = args[4] if len(args) > 4 and args[4] != "-" else None
     dask = args[5] if len(args) > 5 and args[5] != "-" else None
-    request = ClassifyRequest(inputs, model, out, overwrite=True, patch_mode=mode,
+    request = ClassifyRequest(inputs, model, out, overwrite=True, inference_mode=mode,
                               dask_scheduler=dask)
     r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     res = run_classification(request)
@@ -190,7 +190,7 @@ def speed_case(name, inputs, model, repeats, mode=None):
             "engine_vs_raw_ort": max(ratios), "engine_vs_raw_ort_median": statistics.median(ratios),
             "cpu_share": best["cpu_share"], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "breakdown_s": {k: round(v, 3) for k, v in t.items()}, "provider": best["provider"],
-            "repeats": repeats, "gdal_cachemax": best["gdal_cachemax"], "patch_mode": mode}
+            "repeats": repeats, "gdal_cachemax": best["gdal_cachemax"], "inference_mode": mode}
     print(f"{name:<34} {case['cells']:>9,d} cells  min {case['seconds_min']:6.1f} s "
           f"(median {case['seconds_median']:5.1f})  {case['cells_per_s']:>9,.0f} cells/s  "
           f"{case['mpix_per_s']:6.2f} MPix/s  engine/raw ORT {case['engine_vs_raw_ort']:.2f}  "

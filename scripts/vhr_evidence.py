@@ -124,7 +124,7 @@ def patch_modes(before, after, test, out_dir):
     out = {}
     for mode in ("windows", "accurate", "fast"):
         out[mode] = {k: round(map_scores(m, {"vhr": test.raster}, labels, work=out_dir,
-                                         patch_mode=mode)["overall_accuracy"], 4)
+                                         inference_mode=mode)["overall_accuracy"], 4)
                      for k, m in (("before", before), ("after", after))}
         out[mode]["gain"] = round(out[mode]["after"] - out[mode]["before"], 4)
         log(f"patch mode {mode}: OA {out[mode]['before']:.3f} -> {out[mode]['after']:.3f} "

@@ -197,7 +197,7 @@ def test_cli_help_lists_the_processing_options(tmp_path):
     assert res.returncode == 0, res.stderr
     for option in ("--vhr", "--ntl", "--s2-spring", "--s2-winter", "--temporal", "--model",
                    "--extent", "--aoi", "--tile-size", "--overlap", "--batch-size", "--device",
-                   "--precision", "--confidence", "--probabilities", "--optional-outputs", "--patch-mode",
+                   "--precision", "--confidence", "--probabilities", "--optional-outputs", "--inference-mode",
                    "--overwrite", "--dask"):
         assert option in res.stdout, option
 

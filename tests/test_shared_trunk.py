@@ -124,7 +124,7 @@ def test_tile_views_match_an_independent_torch_reference(card, session):
 def _classify(inputs, tmp_path, name, mode, **kw):
     from plugin.core.engine import ClassifyRequest, run_classification
     res = run_classification(ClassifyRequest(inputs, MODEL, str(tmp_path / f"{name}.tif"),
-                                             probabilities=True, patch_mode=mode, **kw))
+                                             probabilities=True, inference_mode=mode, **kw))
     ds = gdal.Open(res.extra_outputs["probabilities"])
     probs = ds.ReadAsArray()
     ds = None
@@ -139,7 +139,7 @@ def test_the_three_modes_on_the_sample_city(sample_city, tmp_path, card, session
     shared features see real neighbours instead of a window's zero padding: on the sample city
     (layouts painted with small scene crops) they share about 60 % of cells; on real scene
     mosaics 75-85 %, with higher accuracy (the card's map-level modes, test_vhr_model)."""
-    from plugin.core.shared_trunk import MODE_LABELS
+    from plugin.core.inference_modes import MODE_LABELS
     inputs = {"vhr": sample_city.inputs["vhr"]}
     ds = gdal.Open(inputs["vhr"])
     x0, _, _, y0, _, _ = ds.GetGeoTransform()
@@ -148,10 +148,10 @@ def test_the_three_modes_on_the_sample_city(sample_city, tmp_path, card, session
     runs = {m: _classify(inputs, tmp_path, m, m, extent=extent)
             for m in ("windows", "accurate", "fast")}
     default, _, manifest = _classify(inputs, tmp_path, "default", None, extent=extent)
-    assert default.patch_mode == "accurate" and manifest["tiling"]["patch_mode"] == "accurate"
+    assert default.inference_mode == "accurate" and manifest["tiling"]["inference_mode"] == "accurate"
     for mode, (res, probs, manifest) in runs.items():
-        assert res.patch_mode == mode and manifest["tiling"]["patch_mode"] == mode
-        assert f"Patch mode: {MODE_LABELS[mode]}." in res.messages
+        assert res.inference_mode == mode and manifest["tiling"]["inference_mode"] == mode
+        assert f"Inference mode: {MODE_LABELS[mode]}." in res.messages
     win, acc, fast = (runs[m][1] for m in ("windows", "accurate", "fast"))
     cells = runs["windows"][0].timings["patches"]
     assert cells == runs["fast"][0].timings["patches"] == win.shape[1] * win.shape[2]
@@ -192,7 +192,7 @@ def test_progress_and_cancel_act_between_views(sample_city, tmp_path):
     out = tmp_path / "cancelled.tif"
     with pytest.raises(Cancelled):
         run_classification(ClassifyRequest({"vhr": sample_city.inputs["vhr"]}, MODEL, str(out),
-                                           patch_mode="accurate"),
+                                           inference_mode="accurate"),
                            progress=progress, is_cancelled=lambda: any(
                                "cells" in m for m in calls))
     assert any("cells" in m for m in calls), "progress inside the first tile"
@@ -204,7 +204,7 @@ def test_unknown_mode_is_a_clear_error(sample_city, tmp_path):
     from plugin.core.errors import InputError
     with pytest.raises(InputError, match="fast, accurate, windows"):
         run_classification(ClassifyRequest({"vhr": sample_city.inputs["vhr"]}, MODEL,
-                                           str(tmp_path / "x.tif"), patch_mode="quick"))
+                                           str(tmp_path / "x.tif"), inference_mode="quick"))
     assert not list(tmp_path.iterdir())
 
 
@@ -217,6 +217,6 @@ def test_a_model_without_shared_trunk_runs_window_by_window(tmp_path):
     img = np.random.default_rng(0).integers(1, 255, (3, 40, 48)).astype(np.uint8)
     src = write_raster(tmp_path / "img.tif", img, 32633, (X0, 2, 0, Y0, 0, -2), gdal.GDT_Byte, 0)
     res = run_classification(ClassifyRequest({"vhr": src}, str(model), str(tmp_path / "o.tif"),
-                                             patch_mode="fast"))
-    assert res.patch_mode == "windows"
+                                             inference_mode="fast"))
+    assert res.inference_mode == "windows"
     assert any("no shared-trunk graph" in m for m in res.messages)

@@ -126,7 +126,16 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
     assert raw.get("ignored_inputs", []) == ([] if best == "all" else
                                              [x for x in ("ntl", "s2_summer")
                                               if not x.startswith(best)])
+    # the averaged test-time views and one view are both scored on the held-out blocks;
+    # classify's default is the better (a tie: fast), and the card's validation is that mode's
+    modes = m["by_inference_mode"]
+    assert set(modes) == {"accurate", "fast"}
+    oa = {k: v["overall_accuracy"] for k, v in modes.items()}
+    assert card.output.default_mode == ("accurate" if oa["accurate"] > oa["fast"] else "fast")
+    assert m["validation"]["overall_accuracy"] == max(oa.values())
+    assert card.output.test_time_views == ("identity", "flip_x", "flip_y", "transpose")
     html = open(stem + "_report.html", encoding="utf-8").read()
+    assert "Inference modes on the held-out blocks" in html
     assert "<svg" in html and "RandomForest baseline" in html and "Labels used" in html
     assert "Each input on the held-out blocks" in html
     texts = " ".join(feedback.infos)
@@ -171,13 +180,16 @@ def test_trained_model_runs_through_classify_and_is_the_default_there(city_model
     res = processing.run("urbanfunctions:classify", {
         "S2_SUMMER": inputs["s2_summer"], "NTL": inputs["ntl"], "MODEL": str(out),
         "OUTPUT": str(tmp_path / "map.tif")}, feedback=CollectingFeedback())
+    with open(str(tmp_path / "map.manifest.json"), encoding="utf-8") as f:
+        mode = json.load(f)["tiling"]["inference_mode"]
+    from plugin.core.model_card import read_card
+    assert mode == read_card(str(out)).output.default_mode
     ds = gdal.Open(res["OUTPUT"])
     codes = ds.ReadAsArray()
     assert codes.max() > 0 and len(np.unique(codes[codes > 0])) >= 3
     # over its own area a user-trained model that holds up comes first, before the sample
     # city's demo model; one that scored below its baseline is never the default
     chosen = default_model_for(list(inputs), extra_dirs=[str(out.parent)], inputs=inputs)
-    from plugin.core.model_card import read_card
     if read_card(str(out)).holds_up:
         assert chosen.path == str(out)
     else:

@@ -116,7 +116,7 @@ def test_train_fine_tunes_the_vhr_scene_model_and_classify_runs_it(sample_city, 
     codes = gdal.Open(res["OUTPUT"]).ReadAsArray()
     assert codes.shape == (40, 40) and len(np.unique(codes[codes > 0])) >= 3
     with open(res["MANIFEST"], encoding="utf-8") as f:
-        assert json.load(f)["tiling"]["patch_mode"] == "accurate"
+        assert json.load(f)["tiling"]["inference_mode"] == "accurate"
 
 
 def test_scene_model_cannot_start_from_so2sat(sample_city, tmp_path):

@@ -259,7 +259,7 @@ def test_patch_modes_on_the_mosaic_of_real_scenes(scene_mosaic, card, tmp_path):
     mean_share, maps = {}, {}
     for mode in ("windows", "accurate", "fast"):
         res = run_classification(ClassifyRequest({"vhr": path}, MODEL,
-                                                 str(tmp_path / f"{mode}.tif"), patch_mode=mode))
+                                                 str(tmp_path / f"{mode}.tif"), inference_mode=mode))
         ds = gdal.Open(res.output_path)
         maps[mode] = ds.GetRasterBand(1).ReadAsArray()
         ds = None

@@ -23,7 +23,7 @@ from .model_card import read_card
 from .patches import PatchReader
 from .prefetch import TilePrefetcher
 from .runtime import CUDA, InferenceSession, batch_for_memory, gpu_free_bytes
-from .shared_trunk import MODE_LABELS
+from .inference_modes import MODE_LABELS, apply_view, segmentation_views
 from .tiling import StripAccumulator, blend_weights, tile_starts
 
 # tiles read ahead in a background thread while onnxruntime runs (0: read in line, no overlap);
@@ -47,8 +47,8 @@ class ClassifyRequest:
     probabilities: bool = False          # also write <stem>_probabilities.tif (float32 per class)
     optional_outputs: bool = False       # also the card's optional graph outputs (e.g. gates)
     overwrite: bool = False
-    patch_mode: Optional[str] = None     # patch classifiers: fast | accurate | windows (None:
-                                         # the card's default; see core.shared_trunk)
+    inference_mode: Optional[str] = None  # fast | accurate | windows (patch classifiers) (None:
+                                         # the card's default; see core.inference_modes)
     dask_scheduler: Optional[str] = None  # "tcp://host:8786" or "local:N": run on Dask
     dask_block_rows: int = 4             # tile rows per Dask task
 
@@ -76,7 +76,7 @@ class ClassifyResult:
     timings: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
     extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
-    patch_mode: Optional[str] = None    # patch classifiers: the mode that ran
+    inference_mode: Optional[str] = None    # the mode that ran (core.inference_modes)
     cluster: Optional[dict] = None      # Dask runs: scheduler, workers, per-block timings
 
 
@@ -283,6 +283,11 @@ class TilePlan:
     cols: list
     weights: object
     patch_task: bool
+    # segmentation: the inference mode, its test-time views and why it differs from the
+    # request (patch classifiers resolve theirs in the PatchReader)
+    mode: Optional[str] = None
+    views: tuple = ("identity",)
+    mode_note: Optional[str] = None
 
     @property
     def total(self):
@@ -348,13 +353,15 @@ def plan_job(request, say=lambda msg: None, card=None):
     th, tw = min(tile, grid.height), min(tile, grid.width)
     rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
+    mode, views, note = (None, ("identity",), None) if patch_task else \
+        segmentation_views(card.output, request.inference_mode, th, tw)
     return TilePlan(card, inputs, grid, tile, overlap, th, tw, list(rows), list(cols),
-                    blend_weights(th, tw, overlap), patch_task)
+                    blend_weights(th, tw, overlap), patch_task, mode, views, note)
 
 
 def open_reader(plan, request):
     if plan.patch_task:
-        return PatchReader(plan.card, plan.inputs, plan.grid, request.aoi, request.patch_mode)
+        return PatchReader(plan.card, plan.inputs, plan.grid, request.aoi, request.inference_mode)
     return FeedReader(plan.card, plan.inputs, plan.grid, request.aoi)
 
 
@@ -430,7 +437,8 @@ def run_tile_rows(plan, request, session, reader, row_range, emit, timings, is_c
                 else:
                     batch.append((col, data, valid))
                 if len(batch) >= batch_now() or (col == cols[-1] and batch):
-                    _infer(session, card, batch, acc, weights, row, timings, graph_accs)
+                    _infer(session, card, batch, acc, weights, row, timings, graph_accs,
+                           plan.views)
                     batch = []
                 done += 1
                 progress(done / total, f"Tile {done} of {total}"
@@ -497,7 +505,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
 
     writer = None
     extras = {}
-    patch_mode = None
+    inference_mode = None
     cluster = None
     eta = TimeLeft(grid.width * grid.height)
     try:
@@ -505,11 +513,13 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             for source in reader.sources.values():
                 for note in source.notes:
                     say(note)
-            if plan.patch_task:
-                if reader.mode_note:
-                    say(reader.mode_note)
-                say(f"Patch mode: {MODE_LABELS[reader.mode]}.")
-                patch_mode = reader.mode
+            mode, note = (reader.mode, reader.mode_note) if plan.patch_task else \
+                (plan.mode, plan.mode_note)
+            if note:
+                say(note)
+            say(f"Inference mode: {MODE_LABELS[mode]}."
+                + (f" Views: {', '.join(plan.views)}." if len(plan.views) > 1 else ""))
+            inference_mode = mode
             writer = ClassRasterWriter(request.output_path, grid, card.classes,
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}")
@@ -544,7 +554,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, plan.tile, plan.overlap,
                                       plan.total, timings, seconds, areas, messages, extra_paths,
-                                      patch_mode, cluster)
+                                      inference_mode, cluster)
             # everything is finished and read back before anything is published, so a full
             # disk or a failed extra output leaves no file under any final name
             for extra in extras.values():
@@ -578,15 +588,25 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
                           session.providers, time.perf_counter() - t_start, areas, card, grid,
                           timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()},
-                          patch_mode, cluster)
+                          inference_mode, cluster)
 
 
-def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None):
+def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None,
+           views=("identity",)):
     feed = {name: np.concatenate([b[1][name] for b in batch]) for name in batch[0][1]}
     graph_accs = graph_accs or {}
     names = [card.output.name] + [output for output, _ in graph_accs.values()]
     t = time.perf_counter()
-    outs = session.run(names, feed)
+    outs = None
+    for name in views:
+        # every input and output is [N, C, H, W] over the same ground: a view of all of them
+        # is the same view of the tile
+        seen = session.run(names, {k: np.ascontiguousarray(apply_view(v, name))
+                                   for k, v in feed.items()})
+        seen = [apply_view(o, name) for o in seen]
+        outs = seen if outs is None else [a + b for a, b in zip(outs, seen)]
+    if len(views) > 1:
+        outs = [o * np.float32(1.0 / len(views)) for o in outs]
     timings["infer_s"] += time.perf_counter() - t
     t = time.perf_counter()
     for k, (col, _, valid) in enumerate(batch):

@@ -11,7 +11,8 @@ Card layout (``schema`` = ``urban-functions-model-card/1``)::
                 transform, mean, std, nodata_fill}]
     mask_input: name of the ONNX input [N, len(inputs), H, W] (1 = this modality has data here)
     min_inputs: how many modalities must be present at least (usually 1)
-    output:   {name, gsd_m, size_multiple, context_cells, default_tile, default_overlap}
+    output:   {name, gsd_m, size_multiple, context_cells, default_tile, default_overlap,
+               default_mode (fast | accurate), test_time_views}   # see core.inference_modes
     training, metrics, licence, citation, authors           # provenance, free-form JSON
     real_data_validation: {status, summary, data, figures}  # see VALIDATION_STATUSES
     trained_on: "user labels" for models trained by urbanfunctions:train, with
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import ModelError
-from .shared_trunk import MODES, VIEWS
+from .inference_modes import MODES, VIEWS
 
 SCHEMA = "urban-functions-model-card/1"
 METADATA_KEY = "model_card"
@@ -115,6 +116,10 @@ class OutputSpec:
     context_cells: int = 8
     default_tile: int = 128
     default_overlap: int = 32
+    # segmentation: the inference mode classify uses by default (core.inference_modes) and
+    # the views of the accurate mode
+    default_mode: str = "fast"
+    test_time_views: tuple = VIEWS
 
 
 @dataclass(frozen=True)
@@ -330,7 +335,13 @@ def parse_card(data) -> ModelCard:
                         size_multiple=int(out.get("size_multiple", 1)),
                         context_cells=int(out.get("context_cells", 8)),
                         default_tile=int(out.get("default_tile", 128)),
-                        default_overlap=int(out.get("default_overlap", 32)))
+                        default_overlap=int(out.get("default_overlap", 32)),
+                        default_mode=str(out.get("default_mode", "fast")),
+                        test_time_views=tuple(out.get("test_time_views") or VIEWS))
+    if output.default_mode not in ("fast", "accurate") or \
+            set(output.test_time_views) - set(VIEWS) or "identity" not in output.test_time_views:
+        raise ModelError(f"Model card: output default_mode must be fast or accurate, and "
+                         f"test_time_views among {VIEWS}, identity included.")
     task = str(data.get("task", "segmentation"))
     if task not in TASKS:
         raise ModelError(f"Model card task {task!r} is not supported by this plugin version "

@@ -15,7 +15,7 @@ interpolated linearly (as ROI Align does). For a tile of exactly one window the 
 uniform and the result is the network's global average pool: the same graph classifies windows
 one by one, exactly as it was validated.
 
-Modes (``patch_mode``):
+Modes (``inference_mode``):
 
 * ``fast``: the trunk once per tile, one view;
 * ``accurate``: the trunk once per tile for each of the card's test-time views (flips and the
@@ -28,19 +28,7 @@ each mode's map-level accuracy measured on a georeferenced validation mosaic.
 """
 import numpy as np
 
-from .errors import InputError
-
-MODES = ("fast", "accurate", "windows")
-MODE_LABELS = {"fast": "fast (shared trunk, one view)",
-               "accurate": "accurate (shared trunk, test-time views)",
-               "windows": "per window (each window alone, test-time views; slowest)"}
-VIEWS = ("identity", "flip_x", "flip_y", "transpose")
-# (label, mode) for the dialog and Processing; None: the card's default
-MODE_CHOICES = (("The model's default", None),
-                ("Fast (trunk once per tile, one view)", "fast"),
-                ("Accurate (trunk once per tile, test-time views)", "accurate"),
-                ("Per window (each window alone, as on the scene benchmark; slowest)", "windows"))
-
+from .inference_modes import apply_view, check_mode
 
 def pool_matrix(cells, stride_px, trunk_stride, positions, features, origin_px=0):
     """[cells, features] float32: row r averages the ``positions`` feature positions from
@@ -65,8 +53,7 @@ def tile_pixels(cells, stride_px, patch_px, trunk_stride):
 
 def resolve_mode(patch, requested):
     """(mode, note or None) for a card's patch spec and a requested mode (None: the card's)."""
-    if requested and requested not in MODES:
-        raise InputError(f"Unknown patch mode {requested!r}; choose one of {', '.join(MODES)}.")
+    check_mode(requested)
     if not patch.trunk_stride:
         note = None
         if requested and requested != "windows":
@@ -74,18 +61,6 @@ def resolve_mode(patch, requested):
                     "window is classified on its own.")
         return "windows", note
     return requested or patch.default_mode, None
-
-
-def _view(x, view):
-    """x [..., H, W] seen through a test-time view (flips and the transpose are their own
-    inverse)."""
-    if view == "flip_x":
-        return x[..., ::-1]
-    if view == "flip_y":
-        return x[..., ::-1, :]
-    if view == "transpose":
-        return np.swapaxes(x, -1, -2)
-    return x
 
 
 def classify_tile(run, patch, x, n_rows, n_cols, views, on_view=None):
@@ -104,7 +79,7 @@ def classify_tile(run, patch, x, n_rows, n_cols, views, on_view=None):
     x = x[..., :th, :tw]
     total = None
     for k, view in enumerate(views):
-        xv = np.ascontiguousarray(_view(x, view))[None]
+        xv = np.ascontiguousarray(apply_view(x, view))[None]
         nr, nc = (n_cols, n_rows) if view == "transpose" else (n_rows, n_cols)
         hv, wv = xv.shape[-2:]
         # a flipped tile's windows start where the unused margin ends
@@ -113,7 +88,7 @@ def classify_tile(run, patch, x, n_rows, n_cols, views, on_view=None):
         feed = {patch.input: xv,
                 patch.pool_inputs[0]: pool_matrix(nr, s, S, positions, hv // S, oy),
                 patch.pool_inputs[1]: pool_matrix(nc, s, S, positions, wv // S, ox)}
-        out = _view(run(feed)[0], view)
+        out = apply_view(run(feed)[0], view)
         total = out if total is None else total + out
         if on_view:
             on_view(k + 1, len(views))
@@ -125,7 +100,7 @@ def classify_windows(run, patch, windows, views):
     ``views`` (one graph call for all views)."""
     positions = patch.patch_px // patch.trunk_stride
     k = windows.shape[0]
-    batch = np.concatenate([np.ascontiguousarray(_view(windows, v)) for v in views])
+    batch = np.concatenate([np.ascontiguousarray(apply_view(windows, v)) for v in views])
     uniform = np.full((1, positions), 1.0 / positions, np.float32)
     out = run({patch.input: batch, patch.pool_inputs[0]: uniform,
                patch.pool_inputs[1]: uniform})

@@ -41,7 +41,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
-from ..core.shared_trunk import MODE_CHOICES
+from ..core.inference_modes import MODE_CHOICES
 from ..lcz.so2sat_h5 import DOWNLOAD_URL as SO2SAT_DOWNLOAD_URL
 from ..lcz.so2sat_h5 import FILENAME as SO2SAT_FILENAME
 from ..qgis_common import qgis_inputs
@@ -280,18 +280,19 @@ class ClassifyDialog(QDialog):
             "For models that have them: e.g. the input weights of a fusion model "
             "(…_gates.tif: how much each layer drove each cell, shown as RGB).")
         form.addRow("Optional outputs", self.optional_outputs)
-        self.patch_mode = QComboBox()
+        self.inference_mode = QComboBox()
         # long choices must not widen the dialog beyond a small screen
-        self.patch_mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.patch_mode.setMinimumContentsLength(24)
+        self.inference_mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.inference_mode.setMinimumContentsLength(24)
         for label, value in MODE_CHOICES:
-            self.patch_mode.addItem(label, value)
-        self.patch_mode.setToolTip(
-            "Patch classifiers only (the VHR scene model): fast and accurate run the network's "
-            "trunk once per tile (accurate also for each flip and the transpose); per window "
-            "runs every cell's window on its own, as on the scene benchmark (about ten times "
-            "slower). The model card lists each mode's measured accuracy.")
-        form.addRow("Patch mode", self.patch_mode)
+            self.inference_mode.addItem(label, value)
+        self.inference_mode.setToolTip(
+            "Fast runs the network once per tile (patch classifiers such as the VHR scene model: "
+            "their trunk once per tile). Accurate also runs it on the tile flipped and "
+            "transposed and averages the views (four times the inference time). Per window "
+            "(patch classifiers only) runs every cell's window on its own, as on the scene "
+            "benchmark (about ten times slower). The model card gives the measured accuracy.")
+        form.addRow("Inference mode", self.inference_mode)
         root.addWidget(self.advanced)
 
         root.addStretch(1)
@@ -678,7 +679,7 @@ class ClassifyDialog(QDialog):
             confidence=self.confidence.isChecked(), overwrite=self.overwrite.isChecked(),
             probabilities=self.probabilities.isChecked(),
             optional_outputs=self.optional_outputs.isChecked(),
-            patch_mode=self.patch_mode.currentData())
+            inference_mode=self.inference_mode.currentData())
 
     def _show_dependency_warning(self):
         from ..core.environment import missing_dependencies
@@ -818,7 +819,7 @@ class ClassifyDialog(QDialog):
         s.setValue(SETTINGS + "precision", self.precision.currentData())
         s.setValue(SETTINGS + "probabilities", self.probabilities.isChecked())
         s.setValue(SETTINGS + "optional_outputs", self.optional_outputs.isChecked())
-        s.setValue(SETTINGS + "patch_mode", self.patch_mode.currentData() or "")
+        s.setValue(SETTINGS + "inference_mode", self.inference_mode.currentData() or "")
 
     def restore_settings(self):
         s = QgsSettings()
@@ -851,8 +852,8 @@ class ClassifyDialog(QDialog):
         self.precision.setCurrentIndex(max(0, index))
         self.probabilities.setChecked(s.value(SETTINGS + "probabilities", False, type=bool))
         self.optional_outputs.setChecked(s.value(SETTINGS + "optional_outputs", False, type=bool))
-        mode = s.value(SETTINGS + "patch_mode", "", type=str) or None
-        self.patch_mode.setCurrentIndex(max(0, self.patch_mode.findData(mode)))
+        mode = s.value(SETTINGS + "inference_mode", "", type=str) or None
+        self.inference_mode.setCurrentIndex(max(0, self.inference_mode.findData(mode)))
 
     def reject(self):  # Close / Esc: keep the settings; a running task keeps running
         self.save_settings()

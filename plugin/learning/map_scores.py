@@ -34,7 +34,7 @@ def score(truth, pred):
     return s
 
 
-def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None,
+def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=None,
                      derived=None):
     """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
     engine's classify over exactly ``grid``; with ``derived``, of that derived output in our
@@ -46,7 +46,7 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, patch_mode=None
     res = run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
                                              output_path=out,
                                              extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
-                                             patch_mode=patch_mode))
+                                             inference_mode=inference_mode))
     made = [res.output_path, res.manifest_path, *res.extra_outputs.values()]
     if derived:
         if derived not in res.extra_outputs:
@@ -94,7 +94,7 @@ def _remove(paths):
 
 
 def map_predictions(model_path, inputs, labelset, class_map_path=None, work=None,
-                    patch_mode=None):
+                    inference_mode=None):
     """(labels [H, W], predicted class indices [H, W], grid, seconds of the classify run) of
     the map that ``model_path`` makes of ``inputs`` over the labels' area."""
     import time
@@ -107,16 +107,16 @@ def map_predictions(model_path, inputs, labelset, class_map_path=None, work=None
     ras = rasterise(labelset, load_class_map(class_map_path), grid, KEYS)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         t = time.perf_counter()
-        pred = classify_on_grid(model_path, inputs, grid, tmp, patch_mode=patch_mode)
+        pred = classify_on_grid(model_path, inputs, grid, tmp, inference_mode=inference_mode)
         seconds = time.perf_counter() - t
     return ras.labels, pred, grid, seconds
 
 
-def map_scores(model_path, inputs, labelset, class_map_path=None, work=None, patch_mode=None):
+def map_scores(model_path, inputs, labelset, class_map_path=None, work=None, inference_mode=None):
     """Scores (OA, kappa, macro F1, per-class F1, confusion matrix, cells) of the map that
     ``model_path`` makes of ``inputs`` over the labels' area."""
     labels, pred, grid, _ = map_predictions(model_path, inputs, labelset, class_map_path, work,
-                                            patch_mode)
+                                            inference_mode)
     s = score(labels, pred)
     s["cells"] = int((labels != UNLABELLED).sum())
     s["cell_m"] = grid.cell

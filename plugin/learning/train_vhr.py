@@ -376,14 +376,14 @@ def mode_study(model_path, tif, labels, workdir, log=log):
     network window by window, as validated on the scenes), classify time and cells/s."""
     import platform
     from ..core.model_card import read_card
-    from ..core.shared_trunk import MODES
+    from ..core.inference_modes import MODES
     from .map_scores import UNLABELLED, map_predictions, score
     if not read_card(model_path).patch.trunk_stride:
         return None
     preds, runs = {}, {}
     for mode in reversed(MODES):    # windows first: the reference
         truth, pred, grid, secs = map_predictions(model_path, {"vhr": tif}, labels,
-                                                  work=workdir, patch_mode=mode)
+                                                  work=workdir, inference_mode=mode)
         preds[mode] = pred
         m = score(truth, pred)
         labelled = truth != UNLABELLED

@@ -122,6 +122,7 @@ def report_html(card):
     if worse:
         parts.append('<div class="warn"><b>The trained model does not hold up</b>: '
                      f'{_e(", ".join(worse))} scores higher on the same held-out cells.</div>')
+    parts.append(inference_modes_html(card))
     parts.append(input_check_html(card))
     parts.append("<p class=\"muted\">These cells are labels, not a probability sample: check "
                  "the map with new sampling points (Create validation points, Assess map "
@@ -154,6 +155,26 @@ def report_html(card):
     return "\n".join(parts)
 
 
+MODE_WORDS = {"accurate": "Accurate: the four test-time views averaged", "fast": "Fast: one view"}
+
+
+def _mode_label(card, mode):
+    default = (card.get("output") or {}).get("default_mode")
+    return MODE_WORDS.get(mode, mode) + (" (classify's default)" if mode == default else "")
+
+
+def inference_modes_html(card):
+    """The trained model's held-out scores in each inference mode (core.inference_modes)."""
+    modes = card["metrics"].get("by_inference_mode")
+    if not modes:
+        return ""
+    rows = "".join(f'<tr><td class="l">{_e(_mode_label(card, k))}</td>'
+                   f'<td>{v["overall_accuracy"]:.3f}</td><td>{v["macro_f1"]:.3f}</td></tr>'
+                   for k, v in modes.items())
+    return ("<h2>Inference modes on the held-out blocks</h2><table><tr><th class=\"l\">Mode"
+            f"</th><th>Overall accuracy</th><th>Macro F1</th></tr>{rows}</table>")
+
+
 def input_check_html(card):
     """The held-out OA with all inputs and with each alone, and what classify leaves out."""
     check = card.get("input_check")
@@ -183,6 +204,11 @@ def card_markdown(card):
         lines.append(f"| {label} | {s['overall_accuracy']:.3f} | {s['macro_f1']:.3f} | "
                      f"{s['kappa']:.3f} | " + " | ".join("" if v is None else f"{v:.3f}"
                                                         for v in f1) + " |")
+    if m.get("by_inference_mode"):
+        lines += ["", "## Inference modes on the held-out blocks", "",
+                  "| Mode | OA | Macro F1 |", "|---|---:|---:|"]
+        lines += [f"| {_mode_label(card, k)} | {v['overall_accuracy']:.3f} | "
+                  f"{v['macro_f1']:.3f} |" for k, v in m["by_inference_mode"].items()]
     if card.get("input_check"):
         lines += ["", "## Each input on the held-out blocks", "",
                   "| Inputs | OA |", "|---|---:|"]

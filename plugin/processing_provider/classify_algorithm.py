@@ -27,7 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.shared_trunk import MODE_CHOICES
+from ..core.inference_modes import MODE_CHOICES
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common import qgis_inputs
 from .help_links import help_url
@@ -46,7 +46,7 @@ DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA
 PRECISIONS = (("float32", "fp32"),
               ("float16 (GPU only; the first batch is checked against float32)", "fp16"))
 # patch classifiers (the VHR scene model): how windows go through the network
-PATCH_MODES = MODE_CHOICES
+INFERENCE_MODES = MODE_CHOICES
 
 
 def _user_models_dir():
@@ -115,7 +115,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     CONFIDENCE = "CONFIDENCE"
     PROBABILITIES = "PROBABILITIES"
     OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
-    PATCH_MODE = "PATCH_MODE"
+    INFERENCE_MODE = "INFERENCE_MODE"
     DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
@@ -181,11 +181,15 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "styled with the result) and, with <b>Write class probabilities</b>, one float32 "
             "band per class.</p>"
             "<p>Advanced: tile size and overlap in output cells (empty = the model's defaults), "
-            "batch size, device, class probabilities, and for patch classifiers (the VHR scene "
-            "model) the patch mode: <i>fast</i> runs the network's trunk once per tile, "
-            "<i>accurate</i> does that for each test-time view (flips, transpose), <i>per "
-            "window</i> runs every cell's window on its own as on the scene benchmark (about "
-            "ten times slower); the model card gives each mode's measured accuracy. <b>Dask "
+            "batch size, device, class probabilities, and the inference mode: <i>fast</i> runs the "
+            "network once per tile (for patch classifiers such as the VHR scene model: its "
+            "trunk once per tile), <i>accurate</i> also runs it on the tile flipped left-right, "
+            "flipped up-down and transposed and averages the four (four times the inference "
+            "time), <i>per window</i> (patch classifiers only) runs every cell's window on its "
+            "own as on the scene benchmark (about ten times slower); empty = the model's "
+            "default (accurate for the VHR scene model; for models trained on your labels "
+            "the mode that scored better on their held-out blocks; fast otherwise); the model "
+            "card gives the measured accuracy. <b>Dask "
             "scheduler</b>: run the tiles on a Dask cluster (a scheduler address, or local:N for "
             "N worker processes on this machine); every worker must read the inputs and the "
             "model at the same paths, and the map is the same as a run here (README, "
@@ -261,8 +265,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "how much each layer drove each cell, OUTPUT_gates.tif)", defaultValue=False,
             optional=True))
         advanced.append(QgsProcessingParameterEnum(
-            self.PATCH_MODE, "Patch classifiers (VHR scene model): how windows are classified",
-            [label for label, _ in PATCH_MODES], False, 0, False))
+            self.INFERENCE_MODE, "Inference mode (accurate: test-time views, averaged)",
+            [label for label, _ in INFERENCE_MODES], False, 0, False))
         advanced.append(QgsProcessingParameterString(
             self.DASK_SCHEDULER, "Dask scheduler (tcp://host:8786, or local:N worker processes; "
             "empty = run here)", defaultValue="", optional=True))
@@ -355,7 +359,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                                                           context)][1],
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
-                patch_mode=PATCH_MODES[self.parameterAsEnum(parameters, self.PATCH_MODE,
+                inference_mode=INFERENCE_MODES[self.parameterAsEnum(parameters, self.INFERENCE_MODE,
                                                             context)][1],
                 dask_scheduler=(self.parameterAsString(parameters, self.DASK_SCHEDULER, context)
                                 or "").strip() or None,
