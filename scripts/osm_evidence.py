@@ -183,7 +183,7 @@ def write(results, out_dir):
          f"its 40 m grid with a buffer of {results['f']['own_grid']['split']['buffer_cells']} "
          "cells; its map and So2Sat's (e) are read onto the 10 m cells (the value under each "
          "cell's centre). " if "f" in results else "") +
-        + views_sentence(results) +
+        views_sentence(results) +
         f"Seed 0; each training run limited to the same time; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads. Made by "
         "`make evidence-osm` (`scripts/osm_evidence.py`).")
