@@ -133,12 +133,14 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
     oa = {k: v["overall_accuracy"] for k, v in modes.items()}
     assert card.output.default_mode == ("accurate" if oa["accurate"] > oa["fast"] else "fast")
     assert m["validation"]["overall_accuracy"] == max(oa.values())
+    assert oa["accurate"] != oa["fast"], "both modes ran, and they do not give the same map"
     assert card.output.test_time_views == ("identity", "flip_x", "flip_y", "transpose")
     html = open(stem + "_report.html", encoding="utf-8").read()
     assert "Inference modes on the held-out blocks" in html
     assert "<svg" in html and "RandomForest baseline" in html and "Labels used" in html
     assert "Each input on the held-out blocks" in html
     texts = " ".join(feedback.infos)
+    assert f"classify uses {card.output.default_mode} by default with this model" in texts
     assert "Warning: no labels for commercial" in texts
     assert "Warning: few labels" in texts and "water" in texts.split("Warning: few labels")[1]
     assert any(t.startswith("Epoch 1 of 1") for t in feedback.texts)

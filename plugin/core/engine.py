@@ -354,7 +354,7 @@ def plan_job(request, say=lambda msg: None, card=None):
     rows = tile_starts(grid.height, th, th - overlap if th < grid.height else th)
     cols = tile_starts(grid.width, tw, tw - overlap if tw < grid.width else tw)
     mode, views, note = (None, ("identity",), None) if patch_task else \
-        segmentation_views(card.output, request.inference_mode, th, tw)
+        segmentation_views(card.output, request.inference_mode)
     return TilePlan(card, inputs, grid, tile, overlap, th, tw, list(rows), list(cols),
                     blend_weights(th, tw, overlap), patch_task, mode, views, note)
 
@@ -554,7 +554,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, plan.tile, plan.overlap,
                                       plan.total, timings, seconds, areas, messages, extra_paths,
-                                      inference_mode, cluster)
+                                      inference_mode, cluster, plan.views)
             # everything is finished and read back before anything is published, so a full
             # disk or a failed extra output leaves no file under any final name
             for extra in extras.values():

@@ -45,9 +45,10 @@ def apply_view(x, name):
     return x
 
 
-def segmentation_views(output, requested, tile_h, tile_w):
-    """(mode, views, note or None) for a segmentation card's ``output`` spec, the requested mode
-    (None: the card's default) and the tile size (a transpose needs square tiles)."""
+def segmentation_views(output, requested):
+    """(mode, views, note or None) for a segmentation card's ``output`` spec and the requested
+    mode (None: the card's default). The graphs take tiles of any size (a multiple of the
+    card's size step), so a transposed tile that is not square goes through as it is."""
     check_mode(requested)
     note = None
     mode = requested or output.default_mode
@@ -55,11 +56,4 @@ def segmentation_views(output, requested, tile_h, tile_w):
         note = ("'windows' applies to patch classifiers only; this model maps whole tiles: "
                 "the accurate mode (test-time views) is used.")
         mode = "accurate"
-    if mode == "fast":
-        return mode, ("identity",), note
-    views = tuple(output.test_time_views)
-    if "transpose" in views and tile_h != tile_w:
-        views = tuple(v for v in views if v != "transpose")
-        note = (f"The tiles are {tile_w} x {tile_h} cells (not square): the transposed view "
-                "is left out.")
-    return mode, views, note
+    return mode, (("identity",) if mode == "fast" else tuple(output.test_time_views)), note

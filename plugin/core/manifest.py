@@ -34,7 +34,7 @@ def _input_record(path, spec):
 
 
 def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, areas, messages,
-          extra_outputs=None, inference_mode=None, cluster=None):
+          extra_outputs=None, inference_mode=None, cluster=None, views=None):
     doc = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plugin": {"name": "Urban Functions", "version": plugin_version()},
@@ -54,7 +54,8 @@ def build(request, card, grid, session, tile, overlap, tiles, timings, seconds, 
                  {"mode": "overlap of the inputs"}),
         "tiling": {"tile_cells": tile, "overlap_cells": overlap, "tiles": tiles,
                    "batch_size": request.batch_size, "blending": "raised-cosine weights",
-                   **({"inference_mode": inference_mode} if inference_mode else {})},
+                   **({"inference_mode": inference_mode} if inference_mode else {}),
+                   **({"views": list(views)} if views and len(views) > 1 else {})},
         "execution": {"device_requested": request.device, "providers_requested": session.requested,
                       "provider": session.provider, "providers": session.providers,
                       "io_binding": session.io_binding, "precision": session.precision,

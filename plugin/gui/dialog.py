@@ -291,7 +291,8 @@ class ClassifyDialog(QDialog):
             "their trunk once per tile). Accurate also runs it on the tile flipped and "
             "transposed and averages the views (four times the inference time). Per window "
             "(patch classifiers only) runs every cell's window on its own, as on the scene "
-            "benchmark (about ten times slower). The model card gives the measured accuracy.")
+            "benchmark (about ten times slower). The cards of the VHR scene model and of models "
+            "trained on your labels give each mode's measured accuracy.")
         form.addRow("Inference mode", self.inference_mode)
         root.addWidget(self.advanced)
 
@@ -852,7 +853,9 @@ class ClassifyDialog(QDialog):
         self.precision.setCurrentIndex(max(0, index))
         self.probabilities.setChecked(s.value(SETTINGS + "probabilities", False, type=bool))
         self.optional_outputs.setChecked(s.value(SETTINGS + "optional_outputs", False, type=bool))
-        mode = s.value(SETTINGS + "inference_mode", "", type=str) or None
+        # "patch_mode": the setting's name before 0.2.0's fusion test-time views
+        mode = s.value(SETTINGS + "inference_mode", s.value(SETTINGS + "patch_mode", "", type=str),
+                       type=str) or None
         self.inference_mode.setCurrentIndex(max(0, self.inference_mode.findData(mode)))
 
     def reject(self):  # Close / Esc: keep the settings; a running task keeps running

@@ -355,7 +355,7 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
                 f"the trunk once per tile ({mode})")
         card["patch"] = dict(card["patch"], shared_trunk=dict(
             shared, note=(f"classify runs {runs}, as the base model does; your held-out "
-                          "blocks were scored window by window (patch mode windows), where "
+                          "blocks were scored window by window (inference mode windows), where "
                           "the buffer keeps each held-out cell's window clear of training "
                           "cells.")))
     card["training"].update({
@@ -368,8 +368,8 @@ def _patch_card_fields(card, raw, base, config, views, receptive, request, histo
         "sampling": ("class-balanced labelled cells (a class drawn uniformly, then a cell); "
                      "the patch classify feeds; flips and 90 degree rotations"),
         "batch_norm": "trained (statistics of your imagery)",
-        "held_out_scoring": ("the held-out blocks are classified window by window (patch mode "
-                             "windows: each cell sees only its window, which the buffer keeps "
+        "held_out_scoring": ("the held-out blocks are classified window by window (inference "
+                             "mode windows: each cell sees only its window, which the buffer keeps "
                              "clear of training cells); classify's default mode runs the "
                              "trunk once per tile and sees beyond the window"),
         "validation_during_training": (f"after each epoch, a seeded sample of up to "

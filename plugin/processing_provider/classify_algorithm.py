@@ -45,7 +45,8 @@ MODALITY_PARAMS = tuple((m.upper(), m) for m in MODALITIES)
 DEVICES = (("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
 PRECISIONS = (("float32", "fp32"),
               ("float16 (GPU only; the first batch is checked against float32)", "fp16"))
-# patch classifiers (the VHR scene model): how windows go through the network
+# how the network is run over a tile: one view, test-time views, or (patch classifiers) each
+# window alone
 INFERENCE_MODES = MODE_CHOICES
 
 
@@ -187,9 +188,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "flipped up-down and transposed and averages the four (four times the inference "
             "time), <i>per window</i> (patch classifiers only) runs every cell's window on its "
             "own as on the scene benchmark (about ten times slower); empty = the model's "
-            "default (accurate for the VHR scene model; for models trained on your labels "
-            "the mode that scored better on their held-out blocks; fast otherwise); the model "
-            "card gives the measured accuracy. <b>Dask "
+            "default (accurate for the VHR scene model and the models fine-tuned from it; for "
+            "fusion models trained on your labels the mode that scored better on their "
+            "held-out blocks; fast otherwise). <b>Dask "
             "scheduler</b>: run the tiles on a Dask cluster (a scheduler address, or local:N for "
             "N worker processes on this machine); every worker must read the inputs and the "
             "model at the same paths, and the map is the same as a run here (README, "
