@@ -218,6 +218,24 @@ def test_aoi_polygon_masks_outside_and_extent_limits_the_grid(provider, city_inp
     assert width_m <= 2 * w + 4 * gt[1] + 1e-6
 
 
+def test_inference_mode_and_its_former_name(provider, city_inputs, model_path, tmp_path):
+    """INFERENCE_MODE reaches the engine; PATCH_MODE, its name before 0.2.0, still works from
+    saved scripts and models and is hidden from the dialog."""
+    import processing
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+    alg = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert alg.parameterDefinition("PATCH_MODE").flags() & \
+        QgsProcessingParameterDefinition.FlagHidden
+    for name, key, value, expected in (("new", "INFERENCE_MODE", 2, "accurate"),
+                                       ("old", "PATCH_MODE", 2, "accurate"),
+                                       ("default", "INFERENCE_MODE", 0, "fast")):
+        out = tmp_path / f"{name}.tif"
+        res = processing.run(ALG, _params(city_inputs, model_path, out, **{key: value}),
+                             feedback=CollectingFeedback())
+        with open(res["MANIFEST"], encoding="utf-8") as f:
+            assert json.load(f)["tiling"]["inference_mode"] == expected, name
+
+
 def test_bundled_model_is_picked_when_model_is_empty(provider, sample_city, tmp_path):
     if not bundled_models():
         pytest.skip("no bundled model in models/ yet")

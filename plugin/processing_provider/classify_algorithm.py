@@ -117,6 +117,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     PROBABILITIES = "PROBABILITIES"
     OPTIONAL_OUTPUTS = "OPTIONAL_OUTPUTS"
     INFERENCE_MODE = "INFERENCE_MODE"
+    PATCH_MODE = "PATCH_MODE"      # INFERENCE_MODE's name before 0.2.0, kept for saved scripts
     DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
     PROVIDER = "PROVIDER"
@@ -274,6 +275,11 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        legacy = QgsProcessingParameterEnum(
+            self.PATCH_MODE, "Inference mode (the former name PATCH_MODE; use INFERENCE_MODE)",
+            [label for label, _ in INFERENCE_MODES], False, None, True)
+        legacy.setFlags(legacy.flags() | QgsProcessingParameterDefinition.FlagHidden)
+        self.addParameter(legacy)
 
         self.addParameter(QgsProcessingParameterBoolean(
             self.CONFIDENCE, "Add a confidence band (band 2, %)", defaultValue=False))
@@ -295,6 +301,14 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         return True, ""
 
     # helpers ---------------------------------------------------------------------------------
+    def _inference_mode(self, parameters, context):
+        """INFERENCE_MODE, or PATCH_MODE (its name before 0.2.0) from saved scripts and models
+        when INFERENCE_MODE is left at the model's default; the choices are the same."""
+        mode = INFERENCE_MODES[self.parameterAsEnum(parameters, self.INFERENCE_MODE, context)][1]
+        if mode is None and parameters.get(self.PATCH_MODE) not in (None, ""):
+            mode = INFERENCE_MODES[self.parameterAsEnum(parameters, self.PATCH_MODE, context)][1]
+        return mode
+
     def _optional_int(self, parameters, name, context):
         if qgis_inputs.is_unset(parameters.get(name)):
             return None
@@ -360,8 +374,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                                                           context)][1],
                 confidence=self.parameterAsBoolean(parameters, self.CONFIDENCE, context),
                 probabilities=self.parameterAsBoolean(parameters, self.PROBABILITIES, context),
-                inference_mode=INFERENCE_MODES[self.parameterAsEnum(parameters, self.INFERENCE_MODE,
-                                                            context)][1],
+                inference_mode=self._inference_mode(parameters, context),
                 dask_scheduler=(self.parameterAsString(parameters, self.DASK_SCHEDULER, context)
                                 or "").strip() or None,
                 optional_outputs=self.parameterAsBoolean(parameters, self.OPTIONAL_OUTPUTS,
