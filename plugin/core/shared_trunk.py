@@ -30,6 +30,7 @@ import numpy as np
 
 from .inference_modes import apply_view, check_mode
 
+
 def pool_matrix(cells, stride_px, trunk_stride, positions, features, origin_px=0):
     """[cells, features] float32: row r averages the ``positions`` feature positions from
     ``(origin_px + stride_px * r) / trunk_stride`` on, interpolated linearly between positions

@@ -35,8 +35,8 @@ import numpy as np
 from ..core.classes import FUNCTION_CLASSES
 from ..core.errors import Cancelled, InputError, ModelError, OutputError
 from ..core.grid import plan_grid, transform_bounds
-from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.inference_modes import VIEWS
+from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.models import BUNDLED_DIR
 from .blocks import cells_in_rectangles, split_blocks, split_held
 from .class_map import load_class_map
@@ -718,7 +718,7 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
     outer_progress(0.9, "Validating through classify")
     segmentation = card_dict.get("task", "segmentation") == "segmentation"
     trained = _engine_scores(staged, inputs, grid, split.validation, tmp, request.aoi,
-                             inference_mode="accurate" if segmentation else None)
+                             inference_mode="accurate" if segmentation else "windows")
     by_mode = {}
     if segmentation:
         # the test-time views (accurate) and one view (fast) are both scored, and classify's
@@ -826,15 +826,11 @@ def _warn_if_worse(trained, comparisons, say):
 
 
 def _engine_scores(model_path, inputs, grid, validation, folder, aoi, derived=None,
-                   inference_mode=None):
+                   inference_mode="windows"):
     """Scores of ``model_path`` run by the engine's classify over ``grid`` (its map, or its
-    ``derived`` output of functions), in ``inference_mode`` (None: the card's default).
-    Patch classifiers are always scored window by window: a held-out cell then sees exactly
-    its window, which the buffer keeps clear of training cells (the shared trunk's features
-    reach beyond the window)."""
-    from ..core.model_card import read_card
-    if read_card(model_path).patch is not None:
-        inference_mode = "windows"
+    ``derived`` output of functions), in ``inference_mode``. Patch classifiers are scored
+    window by window: a held-out cell then sees exactly its window, which the buffer keeps
+    clear of training cells (the shared trunk's features reach beyond the window)."""
     return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi,
                                               inference_mode=inference_mode, derived=derived))
 
