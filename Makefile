@@ -7,7 +7,7 @@ export QT_QPA_PLATFORM ?= offscreen
 export QGIS_CUSTOM_CONFIG_PATH := $(PROFILE)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench train-sample train-vhr reexport-vhr train-fusion fusion-ablations evidence-osm evidence-vhr screenshots sample-city zip clean help
+.PHONY: setup demo test bench train-sample train-vhr reexport-vhr train-fusion fusion-ablations evidence-osm evidence-osm-seed evidence-vhr screenshots sample-city zip clean help
 
 help:
 	@echo "make demo          set up what is missing, classify the sample city with qgis_process"
@@ -19,6 +19,7 @@ help:
 	@echo "make train-fusion  retrain the fusion model on generated scenes (real VHR scene images from ../shared, simulated NTL/S2/temporal; about 25 min on 2 CPU cores)"
 	@echo "make fusion-ablations  the fusion ablation study (6 variants x 3 seeds, short schedule; about 100 min on 2 CPU cores) -> docs/fusion_ablations.md and README"
 	@echo "make evidence-osm  train on the real Sentinel-2 clip with real OSM land use (../shared): fine-tuned, from scratch, So2Sat trunk, RandomForest, So2Sat, So2Sat fine-tuned; about 50 min on 2 CPU cores -> docs/osm_evidence.md and README"
+	@echo "make evidence-osm-seed  rows (c) and (a) again with training seed 1 on the same held-out blocks and epochs; about 30 min -> docs/osm_evidence_seeds.json"
 	@echo "make evidence-vhr  adapt a scene model trained on AID + RSSCN7 to UC Merced with the train job, scored as maps (../shared); about 40 min on 2 CPU cores -> docs/vhr_evidence.md and README"
 	@echo "make screenshots   dialog and styled result into docs/"
 	@echo "make zip           plugin zip for the QGIS plugin repository, checked like an upload (PLUGIN_EMAIL=maintainer e-mail)"
@@ -52,6 +53,9 @@ fusion-ablations: setup
 
 evidence-osm: setup
 	@$(PY) scripts/osm_evidence.py
+
+evidence-osm-seed: setup
+	@$(PY) scripts/osm_evidence.py --runs c,a --seed 1
 
 evidence-vhr: setup
 	@$(PY) scripts/vhr_evidence.py
