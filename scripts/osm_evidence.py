@@ -108,8 +108,9 @@ def train(out_dir, key, minutes, seed=0, epochs=0):
     out = os.path.join(out_dir, f"osm_{key}" + (f"_seed{seed}" if seed else "") + ".onnx")
     held = {}
     if seed:
-        g = reference_split().grid
-        held = {"held_out": held_out_rectangles(reference_split().split, g.left, g.top, g.cell),
+        ref = reference_split()
+        g = ref.grid
+        held = {"held_out": held_out_rectangles(ref.split, g.left, g.top, g.cell),
                 "held_out_crs": g.crs_wkt}
     t0 = time.perf_counter()
     trunk = import_so2sat(out_dir) if key == "c" else None
@@ -223,8 +224,9 @@ def other_seed(args):
     with open(os.path.join(DOCS, "osm_evidence.json"), encoding="utf-8") as f:
         seed0 = json.load(f)
     for key in args.runs.split(","):
-        if key not in seed0 or key not in ("a", "b", "c") or (key == "c" and
-                                                             not os.path.isfile(H5)):
+        if key not in ("a", "b", "c") or key not in seed0 or (key == "c"
+                                                             and not os.path.isfile(H5)):
+            print(f"{key}: skipped (only rows a-c, after their seed-0 run; c needs {H5})")
             continue
         r = train(args.out, key, args.minutes, args.seed, epochs=seed0[key]["epochs"])
         m = r["metrics"]["validation"]
