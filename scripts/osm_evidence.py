@@ -99,22 +99,15 @@ def import_so2sat(out_dir):
     return import_so2sat_weights(H5, models, overwrite=True)
 
 
-def train(out_dir, key, minutes, seed=0, epochs=0):
-    """Row ``key`` trained with ``seed``; another seed than 0 keeps the held-out blocks of
-    seed 0 (given as rectangles, the same cells and buffer) and its number of ``epochs``: only
-    the training's random draws vary."""
-    from plugin.learning.blocks import held_out_rectangles
+def train(out_dir, key, minutes, seed=0, epochs=0, held=None):
+    """Row ``key`` trained with ``seed`` for ``epochs`` (0: as many as ``minutes`` allow);
+    ``held``: the held-out ground given as rectangles (request's held_out, held_out_crs)."""
     from plugin.learning.user_training import SCRATCH, run_training
     out = os.path.join(out_dir, f"osm_{key}" + (f"_seed{seed}" if seed else "") + ".onnx")
-    held = {}
-    if seed:
-        ref = reference_split()
-        g = ref.grid
-        held = {"held_out": held_out_rectangles(ref.split, g.left, g.top, g.cell),
-                "held_out_crs": g.crs_wkt}
     t0 = time.perf_counter()
     trunk = import_so2sat(out_dir) if key == "c" else None
-    req = request(out, SCRATCH if key == "b" else None, minutes, trunk, seed=seed, **held)
+    req = request(out, SCRATCH if key == "b" else None, minutes, trunk, seed=seed,
+                  **(held or {}))
     req.epochs = epochs
     res = run_training(req,
                        log=lambda m: print(f"[{key}] {m}", flush=True))
@@ -217,8 +210,14 @@ def write(results, out_dir):
 
 
 def other_seed(args):
-    """Rows a-c again with another training seed, on the same held-out cells: how far one
-    seed's figures can be trusted."""
+    """Rows a-c again with another training seed, on the held-out blocks of seed 0 (given as
+    rectangles: the same cells and buffer) and for that row's number of epochs, so that only
+    the training's random draws vary: how far one seed's figures can be trusted."""
+    from plugin.learning.blocks import held_out_rectangles
+    ref = reference_split()
+    g = ref.grid
+    held = {"held_out": held_out_rectangles(ref.split, g.left, g.top, g.cell),
+            "held_out_crs": g.crs_wkt}
     path = os.path.join(DOCS, "osm_evidence_seeds.json")
     results = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
     with open(os.path.join(DOCS, "osm_evidence.json"), encoding="utf-8") as f:
@@ -228,7 +227,7 @@ def other_seed(args):
                                                              and not os.path.isfile(H5)):
             print(f"{key}: skipped (only rows a-c, after their seed-0 run; c needs {H5})")
             continue
-        r = train(args.out, key, args.minutes, args.seed, epochs=seed0[key]["epochs"])
+        r = train(args.out, key, args.minutes, args.seed, seed0[key]["epochs"], held)
         m = r["metrics"]["validation"]
         results[f"{key}_seed{args.seed}"] = {
             "overall_accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"],
