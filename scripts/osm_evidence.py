@@ -3,6 +3,7 @@ OpenStreetMap land use of ../shared, and compare on the same held-out blocks.
 
     python scripts/osm_evidence.py [--minutes 12] [--out build/osm_evidence] [--runs a,b,e]
     python scripts/osm_evidence.py --runs c,a --seed 1    # the seed's share of the figures
+    python scripts/osm_evidence.py --runs a,b,c --table-epochs   # the table's epoch counts
 
 (a) urban-fusion fine-tuned on the labels; (b) the same network from scratch; (c) its
 Sentinel-2 stream started from the imported So2Sat trunk; (d) RandomForest
@@ -247,6 +248,9 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "osm_evidence"))
     ap.add_argument("--runs", default="a,b,c,e,f")
+    ap.add_argument("--table-epochs", action="store_true",
+                    help="rows a-c for the epochs recorded in docs/osm_evidence.json instead of "
+                         "as many as --minutes allow: repeats the table's runs")
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed of rows a-c; not 0: the same held-out blocks and "
                          "epochs, results in docs/osm_evidence_seeds.json (the table stays "
@@ -262,7 +266,8 @@ def main(argv=None):
     results = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
     for key in args.runs.split(","):
         if key in ("a", "b") or (key == "c" and os.path.isfile(H5)):
-            results[key] = train(args.out, key, args.minutes)
+            epochs = results[key]["epochs"] if args.table_epochs and key in results else 0
+            results[key] = train(args.out, key, args.minutes, epochs=epochs)
         elif key == "e" and os.path.isfile(H5):
             results[key] = so2sat(args.out)
         elif key == "f" and os.path.isfile(H5):

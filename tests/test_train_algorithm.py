@@ -141,6 +141,18 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
     assert "Each input on the held-out blocks" in html
     texts = " ".join(feedback.infos)
     assert f"classify uses {card.output.default_mode} by default with this model" in texts
+    # the run's warnings travel with the model (card, Markdown, report); the Markdown card
+    # gives the area and CRS, and the command repeats the run
+    assert any(w.startswith("Warning: no labels for commercial") for w in raw["warnings"])
+    md = open(stem + ".md", encoding="utf-8").read()
+    assert "## Warnings of the training run" in md and "no labels for commercial" in md
+    assert "## Area" in md and f"{raw['extent']['cells'][0]} x" in md
+    assert "Warning: no labels for commercial" in html
+    cmd = raw["training"]["command"]
+    for part in (f"S2_SUMMER={os.path.basename(sample_city.inputs['s2_summer'])}",
+                 "LABELS=points.gpkg", "LABEL_FIELD=function", "BASE_MODEL=urban-fusion",
+                 "BLOCK_SIZE=600", "SEED=0", "EPOCHS=1"):
+        assert part in cmd, (part, cmd)
     assert "Warning: no labels for commercial" in texts
     assert "Warning: few labels" in texts and "water" in texts.split("Warning: few labels")[1]
     assert any(t.startswith("Epoch 1 of 1") for t in feedback.texts)
@@ -262,9 +274,11 @@ def test_existing_model_is_not_overwritten(city_model, sample_city):
     assert out.read_bytes() == before
 
 
-def test_simulation_only_models_are_never_the_default_for_real_inputs(sample_city, tmp_path):
+def test_simulation_only_models_are_never_the_default_for_real_inputs(sample_city, tmp_path,
+                                                                      city_model):
     """Real layers (no sample-city tag): urban-fusion (simulation only) is not picked; with no
-    validated model for Sentinel-2 the message says how to get one."""
+    validated model for Sentinel-2 the message says how to get one, and names a model of the
+    user's that scored below its baseline as such (not as unvalidated)."""
     from plugin.core.errors import ModelError
     from plugin.core.models import default_model_for
     plain = tmp_path / "s2_copy.tif"
@@ -277,6 +291,19 @@ def test_simulation_only_models_are_never_the_default_for_real_inputs(sample_cit
                           inputs={"s2_summer": str(plain)})
     assert "validated on real data" in str(err.value) and "So2Sat" in str(err.value)
     assert "train" in str(err.value).lower()
+    from plugin.core.model_card import read_card
+    from plugin.learning.onnx_io import set_card
+    card = json.loads(json.dumps(read_card(str(city_model[2])).raw))
+    card["name"], card["real_data_validation"]["holds_up"] = "mine-below-baseline", False
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    set_card(str(city_model[2]), card, str(mine / "mine.onnx"))
+    with pytest.raises(ModelError) as err:
+        default_model_for(["s2_summer"], extra_dirs=[str(mine)],
+                          inputs={"s2_summer": str(plain)})
+    words = str(err.value)
+    assert "mine-below-baseline: trained on your labels, but below its baseline" in words
+    assert "MODEL=<name>" in words and "urban-fusion: simulation only" in words
     # the sample city itself still gets the demo model
     chosen = default_model_for(["s2_summer"], inputs={"s2_summer": sample_city.inputs["s2_summer"]})
     assert chosen.card.purpose == "demo"
@@ -304,6 +331,34 @@ def test_train_on_real_osm_land_use_and_classify(tmp_path):
         "S2_WINTER": S2, "MODEL": str(out), "OUTPUT": str(tmp_path / "map.tif"),
         "EXTENT": extent}, feedback=CollectingFeedback())
     assert gdal.Open(res["OUTPUT"]).ReadAsArray().max() > 0
+
+
+def test_classify_is_told_how_it_reaches_a_trained_model(city_model):
+    """In the user models folder: by default (or by name when it does not hold up); elsewhere:
+    by its path only, and the sentence says so."""
+    from plugin.qgis_common.user_models import how_to_use, user_models_dir
+    inside = os.path.join(user_models_dir(), "x.onnx")
+    assert how_to_use(inside, "x", True).startswith("Classify uses it by default")
+    assert "give MODEL=x to use it anyway" in how_to_use(inside, "x", False)
+    out = str(city_model[2])
+    assert f"given its path: MODEL={out}" in how_to_use(out, "city", True)
+
+
+def test_a_short_time_limit_is_said_after_the_first_epoch(sample_city, tmp_path):
+    """MAX_MINUTES=1 without EPOCHS: the epochs get what the limit leaves (at least 30 s), and
+    the log, the card and the report say that is too few, with the limit that would do."""
+    labels = gt_points(sample_city.ground_truth, tmp_path / "pts.gpkg", n=600)
+    out = tmp_path / "short.onnx"
+    result, feedback = _train({
+        "S2_SUMMER": sample_city.inputs["s2_summer"], "LABELS": labels,
+        "LABEL_FIELD": "function", "MAX_MINUTES": 1, "BLOCK_SIZE": 600,
+        "OUTPUT_MODEL": str(out)})
+    advice = [t for t in feedback.infos if t.startswith("Warning: MAX_MINUTES=1 leaves time")]
+    assert len(advice) == 1 and "For 8 epochs give MAX_MINUTES=" in advice[0]
+    from plugin.core.model_card import read_card
+    raw = read_card(str(out)).raw
+    assert raw["training"]["epochs"] < 8 and advice[0] in raw["warnings"]
+    assert advice[0] in open(str(out)[:-5] + ".md", encoding="utf-8").read()
 
 
 def _wait(done, seconds=900):
@@ -344,9 +399,11 @@ def test_train_dialog_runs_as_a_task_with_progress_and_cancel(sample_city, tmp_p
         assert "Held-out blocks: overall agreement" in dlg.status.text()
         assert "RandomForest" in dlg.status.text()
         import json
-        holds = json.loads(dlg.results["METRICS"])["holds_up"]
-        assert ("uses it by default" in dlg.status.text()) == holds
-        assert ("will not pick it by default" in dlg.status.text()) == (not holds)
+        assert "holds_up" in json.loads(dlg.results["METRICS"])
+        # saved outside the folders classify lists: classify reaches it by its path only, and
+        # the dialog says so (not "by default")
+        assert f"given its path: MODEL={out}" in dlg.status.text()
+        assert "uses it by default" not in dlg.status.text()
         log = dlg.log.toPlainText()
         assert "Epoch 1/1" in log and "held-out blocks OA" in log and "RandomForest" in log
         # a second run, cancelled: nothing written

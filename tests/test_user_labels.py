@@ -36,7 +36,10 @@ def write_labels(path, features, epsg=32633, field="fclass"):
         g = ogr.CreateGeometryFromWkt(wkt)
         g.Transform(ct)
         f.SetGeometry(g)
-        f.SetField(field, value)
+        if value is None:
+            f.SetFieldNull(field)
+        else:
+            f.SetField(field, value)
         lyr.CreateFeature(f)
     ds = None
     return str(path)
@@ -69,6 +72,26 @@ def test_unknown_values_are_listed_with_the_file_to_edit():
     msg = str(err.value)
     assert "'moon_base'" in msg and "'tiefgarage'" in msg and "forest" not in msg.split(":")[1]
     assert DEFAULT_CLASS_MAP in msg and "CLASS_MAP" in msg
+
+
+def test_a_field_of_names_is_questioned_and_empty_labels_are_not_unknown(tmp_path):
+    """Most values unknown (a name or id field picked by mistake): the message asks whether it
+    is the field of classes. NULL or blank values are features without a label: not used, not
+    'unknown'."""
+    cm = load_class_map()
+    with pytest.raises(InputError) as err:
+        cm.resolve(["Bohnenlaender See", "Gutspark", "forest"], field="name")
+    assert "'name'" in str(err.value) and "fclass" in str(err.value)
+    with pytest.raises(InputError) as err:
+        cm.resolve(["forest", "meadow", "moon_base"], field="fclass")
+    assert "is it the field" not in str(err.value)      # one typo, not the wrong field
+    path = write_labels(tmp_path / "gaps.gpkg", [
+        (box(330000, 5821700, 330200, 5821900), "forest"),
+        (box(330200, 5821700, 330390, 5821900), None),
+        (box(330000, 5821500, 330200, 5821690), "  ")])
+    ras = rasterise(read_label_file(path, "fclass"), cm, GRID, KEYS)
+    assert ras.empty_features == 2 and ras.counts["green_space"] > 0
+    assert sum(ras.counts.values()) == ras.counts["green_space"]
 
 
 def test_own_class_map_file_and_its_errors(tmp_path):

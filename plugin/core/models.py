@@ -134,6 +134,24 @@ NO_REAL_MODEL_HELP = (
     "weights (Import So2Sat LCZ weights).")
 
 
+def no_default_words(wanted, entries):
+    """Why none of ``entries`` is classify's default for ``wanted``: user models that scored
+    below their baseline are named as such (their user has just trained them), the others are
+    simulation-only or say nothing of real data."""
+    below = sorted({e.card.name for e in entries if e.card.user_trained and not e.card.holds_up})
+    others = sorted({e.card.name for e in entries} - set(below))
+    words = f"No installed model for {', '.join(sorted(wanted))} is a default for real layers. "
+    if below:
+        words += (f"{', '.join(below)}: trained on your labels, but below its baseline on its "
+                  "held-out blocks (its report says by how much), so never picked by default; "
+                  "give MODEL=<name> to use it anyway, or train again for longer or with more "
+                  "labels. ")
+    if others:
+        words += (f"{', '.join(others)}: simulation only or not validated on real data; give "
+                  "one by name to use it anyway. ")
+    return words + NO_REAL_MODEL_HELP
+
+
 def default_model_for(modalities, extra_dirs=(), inputs=None):
     """The model classify uses when none is named, for ``modalities`` (and, when given, the
     ``inputs`` paths, modality -> path).
@@ -177,10 +195,6 @@ def default_model_for(modalities, extra_dirs=(), inputs=None):
     ranked = [(rank(e), e) for e in entries]
     ranked = [(r, e) for r, e in ranked if r is not None]
     if not ranked:
-        others = ", ".join(sorted({e.card.name for e in entries}))
-        raise ModelError(
-            f"No installed model for {', '.join(sorted(wanted))} has been validated on real "
-            f"data ({others}: simulation only or not stated; give one by name to use it "
-            "anyway). " + NO_REAL_MODEL_HELP)
+        raise ModelError(no_default_words(wanted, entries))
     return min(ranked, key=lambda re: (re[0], len(set(re[1].card.modalities) - wanted),
                                        not re[1].bundled, re[1].card.name))[1]

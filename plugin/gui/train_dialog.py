@@ -34,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.model_card import MODALITIES, MODALITY_LABELS
 from ..qgis_common.styling import PROP_MODALITY
+from ..qgis_common.user_models import how_to_use
 
 ALGORITHM = "urbanfunctions:train"
 BASES = (("Best measured start for these inputs", ""),
@@ -311,9 +312,8 @@ class TrainDialog(QDialog):
                 f"<b>Trained:</b> {html.escape(self.results.get('NAME', ''))} "
                 f"({html.escape(self.results['MODEL'])}).<br>{self._score_line()} "
                 f"<a href='file://{html.escape(report)}'>Open the report</a>. " +
-                ("Classify uses it by default for these layers over this area."
-                 if self._holds_up() else "Classify will not pick it by default; choose it "
-                 "by name to use it anyway."))
+                html.escape(how_to_use(self.results["MODEL"], self.results.get("NAME", ""),
+                                       self._holds_up())))
         else:
             reason = "cancelled; nothing was written" if (
                 self.feedback is not None and self.feedback.isCanceled()) else \

@@ -45,9 +45,10 @@ class ClassMap:
             return self.table.get(v.split("=", 1)[1])
         return None
 
-    def resolve(self, values):
+    def resolve(self, values, field=None):
         """{value: function key or ignore} for every distinct value; raises an InputError that
-        lists the unknown values and names the file to edit."""
+        lists the unknown values and names the file to edit (and, when most values are unknown,
+        asks whether ``field`` is the right field)."""
         out, unknown = {}, []
         for value in values:
             key = self.lookup(value)
@@ -62,11 +63,19 @@ class ClassMap:
                 f"{len(unknown)} label value(s) are not in the class map: {shown}{more}. Add "
                 f"them to a copy of {self.path} (one line 'value,function', function one of "
                 f"{', '.join(c.key for c in FUNCTION_CLASSES)} or ignore) and give that file "
-                "as the class map (CLASS_MAP).")
+                "as the class map (CLASS_MAP)." + (wrong_field_words(field) if field and
+                                                   len(unknown) > len(out) else ""))
         return out
 
     def as_dict(self):
         return dict(sorted(self.table.items()))
+
+
+def wrong_field_words(field):
+    """Most values unknown: perhaps the field holds names or ids, not classes."""
+    return (f" Most values of {field!r} are unknown: is it the field that holds the classes? "
+            "In OpenStreetMap land use it is fclass (Geofabrik extracts) or landuse, natural, "
+            "leisure or amenity (QuickOSM).")
 
 
 def load_class_map(path=None):

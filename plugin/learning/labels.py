@@ -122,6 +122,12 @@ class Rasterised:
     ignored_features: int      # features mapped to ``ignore``
     conflict_cells: int        # cells claimed by two classes (left unlabelled)
     outside_features: int      # features outside the grid
+    empty_features: int = 0    # features whose label value is empty (NULL or blank): unused
+
+
+def is_empty_label(value):
+    """NULL or blank: a feature without a label, not an unknown label."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _mem_layer(srs_wkt):
@@ -142,11 +148,12 @@ def _burn(grid, lyr, all_touched=False):
 
 def rasterise(labelset, class_map, grid, class_keys=KEYS):
     """Labels on ``grid`` as class indices into ``class_keys`` (the model card's class order)."""
-    mapping = class_map.resolve({v for _, v in labelset.features})
+    given = [(w, v) for w, v in labelset.features if not is_empty_label(v)]
+    mapping = class_map.resolve({v for _, v in given}, field=labelset.field)
     ct = _transform(labelset.crs_wkt, grid.crs_wkt)
     groups = {}
     ignored = 0
-    for wkb, value in labelset.features:
+    for wkb, value in given:
         key = mapping[value]
         if key == "ignore":
             ignored += 1
@@ -194,4 +201,5 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
     for key in class_keys:
         counts[key] = int((labels == index[key]).sum())
     return Rasterised(labels, dict(counts), {k: len(v) for k, v in groups.items()}, ignored,
-                      int((claimed > 1).sum()), outside)
+                      int((claimed > 1).sum()), outside,
+                      len(labelset.features) - len(given))

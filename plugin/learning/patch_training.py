@@ -30,6 +30,7 @@ import numpy as np
 from ..core.errors import Cancelled, InputError
 from ..core.patches import PatchReader
 from .labels import UNLABELLED
+from .time_budget import TimeBudget
 
 BATCH = 32
 STEPS_PER_EPOCH = 40
@@ -150,7 +151,7 @@ def predict_cells(net, store, rows, cols, device, batch=256):
     return (total / np.maximum(count, 1)[:, None]).argmax(1).astype(np.int16)
 
 
-def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_seconds, device, seed,
+def train_patch_net(net, store, train_labels, val_labels, epochs_cap, budget, device, seed,
                     progress, is_cancelled, log, distill=DISTILL_WEIGHT):
     import copy
 
@@ -227,7 +228,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, max_second
         pred[vr, vc] = predict_cells(net, store, vr, vc, device)
         truth = np.full(val_labels.shape, UNLABELLED, np.int16)
         truth[vr, vc] = val_labels[vr, vc]
-        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses,
+        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, budget, losses,
                               score(truth, pred), t0, MAX_EPOCHS, log, progress)
     return history
 
@@ -296,7 +297,7 @@ def train_patch_model(request, base, base_path, config, prep, inputs, t_start, s
     else:
         from .vhr_export import torch_net_from_onnx
         net = torch_net_from_onnx(base_path, config).to(device)
-    budget = max(30.0, request.max_minutes * 60.0 - (time.perf_counter() - t_start) - 120.0)
+    budget = TimeBudget.left(request.max_minutes, t_start, after=120.0)
     t_train = time.perf_counter()
     history = train_patch_net(net, store, split.train, split.validation, request.epochs, budget,
                               device, request.seed, stage(0.12, 0.85), is_cancelled, say,

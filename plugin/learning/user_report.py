@@ -25,6 +25,30 @@ def _runs(metrics):
     return out
 
 
+def _better_than_trained(metrics):
+    """The comparisons that score higher than the trained model on the held-out cells."""
+    trained = metrics["validation"]["overall_accuracy"]
+    return [label for label, s in _runs(metrics)[1:] if s["overall_accuracy"] > trained]
+
+
+def _area_words(card):
+    """The training area: bounds and CRS (its EPSG code when it has one)."""
+    from osgeo import osr
+    ext = card["extent"]
+    srs = osr.SpatialReference()
+    crs = "the card's CRS"
+    if srs.ImportFromWkt(ext["crs_wkt"]) == 0:
+        code = srs.GetAuthorityCode(None)
+        crs = (f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()) or crs
+    b = ext["bounds"]
+    return (f"{b[0]:.1f}, {b[1]:.1f} to {b[2]:.1f}, {b[3]:.1f} ({crs}); "
+            f"{ext['cells'][0]} x {ext['cells'][1]} cells of {ext['cell_m']:g} m")
+
+
+def _epochs_words(n):
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def confusion_svg(cm, title="Held-out cells"):
     """Heat map of a confusion matrix (rows: label, columns: prediction), counts in cells."""
     keep = [i for i in range(len(cm)) if sum(cm[i]) or sum(r[i] for r in cm)]
@@ -99,9 +123,9 @@ def report_html(card):
             ("Labels", f"{lab['layer']} ({lab['features']} {lab['kind']}, field "
                        f"{lab['field']}, sha256 {lab['sha256'][:16]}...)"),
             ("Class map", card["class_map"]["file"]),
-            ("Grid", f"{card['extent']['cells'][0]} x {card['extent']['cells'][1]} cells of "
-                     f"{card['extent']['cell_m']:g} m"),
-            ("Training", f"{tr['epochs']} epochs, seed {tr['seed']}, {tr['train_seconds']:.0f} s "
+            ("Area", _area_words(card)),
+            ("Training", f"{_epochs_words(tr['epochs'])}, seed {tr['seed']}, "
+                         f"{tr['train_seconds']:.0f} s "
                          f"on {tr['device']} ({tr['hardware']})"),
             ("Created", datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))]
     parts = ["<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -117,11 +141,13 @@ def report_html(card):
                      f'<td>{s["macro_f1"]:.3f}</td><td>{s["kappa"]:.3f}</td>'
                      f'<td>{s["cells"]}</td></tr>')
     parts.append("</table>")
-    trained = m["validation"]["overall_accuracy"]
-    worse = [label for label, s in runs[1:] if s["overall_accuracy"] > trained]
+    worse = _better_than_trained(m)
     if worse:
         parts.append('<div class="warn"><b>The trained model does not hold up</b>: '
-                     f'{_e(", ".join(worse))} scores higher on the same held-out cells.</div>')
+                     f'{_e(", ".join(worse))} scores higher on the same held-out cells, so '
+                     'classify does not pick it by default.</div>')
+    parts += [f'<div class="warn">{_e(w)}</div>' for w in card.get("warnings") or ()
+              if "does not hold up" not in w]
     parts.append(inference_modes_html(card))
     parts.append(input_check_html(card))
     parts.append("<p class=\"muted\">These cells are labels, not a probability sample: check "
@@ -195,10 +221,18 @@ def card_markdown(card):
     m = card["metrics"]
     lines = [f"# {card['title']}", "", f"**Name:** `{card['name']}`  **Trained on:** "
              f"{card['trained_on']}", "", f"> {card['summary']}", "",
-             "## Real-data validation", "", real_data_line(card), "",
-             "## Held-out blocks", "", m["description"], "",
-             "| Model | OA | Macro F1 | Kappa | " + " | ".join(LABELS) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(LABELS)]
+             "## Real-data validation", "", real_data_line(card), ""]
+    worse = _better_than_trained(m)
+    if worse:
+        lines += [f"**Does not hold up:** {', '.join(worse)} scores higher on the same held-out "
+                  "cells, so classify does not pick this model by default.", ""]
+    if card.get("warnings"):
+        lines += ["## Warnings of the training run", ""]
+        lines += [f"- {w}" for w in card["warnings"]] + [""]
+    lines += ["## Area", "", f"Trained over {_area_words(card)}.", "",
+              "## Held-out blocks", "", m["description"], "",
+              "| Model | OA | Macro F1 | Kappa | " + " | ".join(LABELS) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(LABELS)]
     for label, s in _runs(m):
         f1 = [s["per_class_f1"].get(k) for k in KEYS]
         lines.append(f"| {label} | {s['overall_accuracy']:.3f} | {s['macro_f1']:.3f} | "

@@ -40,9 +40,10 @@ from ..core.model_card import SCHEMA, USER_LABELS, modality_group, parse_card
 from ..core.models import BUNDLED_DIR
 from .blocks import cells_in_rectangles, split_blocks, split_held
 from .class_map import load_class_map
-from .labels import UNLABELLED, file_sha256, rasterise
+from .labels import UNLABELLED, file_sha256, is_empty_label, rasterise
 from .map_scores import classify_on_grid, score
 from .so2sat_patch_card import KIND as SO2SAT_KIND, function_card, is_so2sat_model
+from .time_budget import TimeBudget, window_cells
 
 BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
 VHR_SCENES = os.path.join(BUNDLED_DIR, "vhr_scenes_resnet.onnx")
@@ -55,6 +56,10 @@ MAX_EPOCHS = 40
 LR = {"fine-tune": 1e-3, SCRATCH: 2e-3}
 VHR_LR_MULT = 0.1              # pretrained trunks (real-data VHR scene model, So2Sat) move less
 EVAL_TILE = 128
+# what follows the epochs: a guess until the first epoch's scoring is timed (time_budget)
+AFTER_GUESS = 240.0
+AFTER_FIXED = 20.0             # export, parity, sessions, reading (seconds)
+AFTER_SAFETY = 1.5             # the estimate of the passes over the grid, with room to spare
 KEYS = tuple(c.key for c in FUNCTION_CLASSES)
 
 
@@ -305,11 +310,14 @@ def _param_groups(model, lr):
     return groups
 
 
-def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, max_seconds,
-                  device, seed, class_weights, progress, is_cancelled, log, margin=32):
+def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, budget,
+                  device, seed, class_weights, progress, is_cancelled, log, margin=32,
+                  after_estimate=None):
     """Train in epochs of STEPS_PER_EPOCH steps; the number of epochs is ``epochs_cap`` or, when
-    0, what ``max_seconds`` allows after the first epoch is timed (the cosine schedule is then
-    fixed, so a rerun with that epoch count reproduces the run). Returns the history."""
+    0, what ``budget`` (a TimeBudget) allows after the first epoch is timed; the cosine schedule
+    is then fixed, so a rerun with that epoch count reproduces the run. ``after_estimate``: the
+    seconds of what follows the epochs, from the first epoch's held-out scoring time. Returns
+    the history."""
     import torch
     from .fusion.losses import IGNORE_INDEX, fusion_loss, modality_dropout, zero_absent
     torch.manual_seed(seed)
@@ -352,11 +360,31 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
             done = (epoch + (step + 1) / STEPS_PER_EPOCH) / epochs
             progress(done, f"Epoch {epoch + 1} of {epochs}")
         epoch += 1
+        t_score = time.perf_counter()
         pred = predict(model, feeds, present, device, where=val_labels != UNLABELLED,
                        margin=margin)
-        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses,
+        if epoch == 1 and after_estimate is not None:
+            budget = budget.with_after(after_estimate(time.perf_counter() - t_score))
+        epochs = end_of_epoch(history, epoch, epochs, epochs_cap, budget, losses,
                               score(val_labels, pred), t0, MAX_EPOCHS, log, progress)
     return history
+
+
+def _after_estimate(grid, val_cells, receptive, groups):
+    """Seconds of what follows the epochs, from the first epoch's held-out scoring time: the
+    checks through classify (the test-time views, then one view: five passes over the grid),
+    the input check (each group alone and all together over the held-out tiles, with two or
+    more groups), and the export with its parity check."""
+    margin = int(math.ceil(receptive / 8.0)) * 8
+    val = window_cells(grid.height, grid.width, val_cells, EVAL_TILE, margin)
+    whole = window_cells(grid.height, grid.width, None, EVAL_TILE, margin)
+    checks = groups + 1 if groups >= 2 else 0
+
+    def estimate(score_seconds):
+        per_cell = score_seconds / max(1, val)
+        return AFTER_FIXED + AFTER_SAFETY * ((len(VIEWS) + 1) * whole * per_cell +
+                                             checks * score_seconds)
+    return estimate
 
 
 def input_groups(card):
@@ -410,18 +438,22 @@ def set_learning_rate(opt, base_lrs, epoch, step, epochs, steps=STEPS_PER_EPOCH)
         g["lr"] = b * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def end_of_epoch(history, epoch, epochs, epochs_cap, max_seconds, losses, s, t0, max_epochs,
+def end_of_epoch(history, epoch, epochs, epochs_cap, budget, losses, s, t0, max_epochs,
                  log, progress):
     """Record epoch ``epoch`` (held-out scores ``s``), say it, and return the number of epochs:
-    after the first, when no count was given, what ``max_seconds`` allows (kept in the card)."""
+    after the first, when no count was given, what ``budget`` (a TimeBudget) allows (kept in
+    the card), with a warning when that is too few."""
     elapsed = time.perf_counter() - t0
     history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
                     "validation_overall_accuracy": s["overall_accuracy"],
                     "validation_macro_f1": s["macro_f1"], "seconds": round(elapsed, 1)})
     per_epoch = elapsed / epoch
     if epoch == 1 and not epochs_cap:
-        epochs = int(max(1, min(max_epochs, max_seconds // max(per_epoch, 1e-3))))
-    left = per_epoch * (epochs - epoch)
+        epochs = budget.epochs(per_epoch, max_epochs)
+        advice = budget.advice(epochs, per_epoch)
+        if advice:
+            log(advice)
+    left = per_epoch * (epochs - epoch) + budget.after   # the checks after training too
     log(f"Epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}, held-out blocks OA "
         f"{s['overall_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}; about {left / 60:.1f} "
         "min left")
@@ -524,6 +556,9 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
     if few:
         say(f"Warning: few labels (under {MIN_CELLS_PER_CLASS} cells) for {', '.join(few)}: "
             "their figures are unreliable; label more where you can.")
+    if ras.empty_features:
+        say(f"{ras.empty_features} label features with an empty {labelset.field!r} value are "
+            "not used.")
     if ras.conflict_cells:
         say(f"{ras.conflict_cells} cells claimed by two classes are left unlabelled.")
 
@@ -669,13 +704,13 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     model = SubsetFusionModel(net, modalities).to(device)
     weights = class_weights_for(split.train, len(KEYS))
     batches = _Batches(feeds, split.train, present, request.seed)
-    # what follows training (export, parity, the checks through classify in both inference
-    # modes: five network runs over the grid) takes about 4 min on the S2 clip on 2 cores
-    budget = max(30.0, request.max_minutes * 60.0 - (time.perf_counter() - t_start) - 240.0)
+    budget = TimeBudget.left(request.max_minutes, t_start, after=AFTER_GUESS)
     t_train = time.perf_counter()
     history = train_network(model, batches, split.validation, feeds, present, mode,
                             request.epochs, budget, device, request.seed, weights,
-                            stage(0.12, 0.85), is_cancelled, say, margin=receptive)
+                            stage(0.12, 0.85), is_cancelled, say, margin=receptive,
+                            after_estimate=_after_estimate(grid, val_cells, receptive,
+                                                           len(input_groups(card))))
     train_seconds = time.perf_counter() - t_train
     outer_progress(0.85, "Checking each input on the held-out blocks")
     input_check, ignored = check_inputs(model, feeds, split.validation, device, receptive, say)
@@ -740,9 +775,7 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
         "description": (
             f"Held-out ground: {_held_out_words(split, request)}; {n_val} labelled cells, "
             f"never trained on, with a buffer of {split.buffer_cells} cells; the exported model "
-            "run through the engine's classify. Comparisons on the same cells: a "
-            "RandomForest on per-cell values and simple texture trained on the same training "
-            "cells, and the untrained base model."),
+            "run through the engine's classify." + _comparison_words(comparisons)),
         "validation": trained, "comparisons": comparisons,
         "split": split.summary(), "history": history,
         "onnx_torch_parity_max_abs_diff": summary.get("parity_max_abs_diff")}
@@ -762,11 +795,13 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
         "holds_up": holds_up(trained, comparisons)}
     card_dict["metrics"]["holds_up"] = card_dict["real_data_validation"]["holds_up"]
     card_dict["training"]["time_s"] = round(time.perf_counter() - t_start, 1)
-    parse_card(card_dict)
-    set_card(bare, card_dict, staged)
     say(f"Trained model on the held-out blocks (through classify): OA "
         f"{trained['overall_accuracy']:.3f}, macro F1 {trained['macro_f1']:.3f}.")
     _warn_if_worse(trained, comparisons, say)
+    # the run's warnings travel with the model: its card and report show them
+    card_dict["warnings"] = [m for m in messages if m.startswith("Warning")]
+    parse_card(card_dict)
+    set_card(bare, card_dict, staged)
     outer_progress(0.97, "Writing the model and its report")
     paths = outputs_for(os.path.abspath(request.output_path))
     from .user_report import card_markdown, report_html
@@ -781,6 +816,15 @@ def finish(tmp, bare, card_dict, summary, request, inputs, prep, comparisons, hi
     say(f"Wrote {paths['model']} in {time.perf_counter() - t_start:.0f} s.")
     return TrainResult(paths["model"], card_dict["name"], card_dict["metrics"], paths["report"],
                        paths["metrics"], paths["markdown"], card_dict, messages)
+
+
+def _comparison_words(comparisons):
+    """What the held-out cells also scored, as a sentence (only what was run)."""
+    words = [w for k, w in (
+        ("random_forest", "a RandomForest on per-cell values and simple texture trained on "
+                          "the same training cells"),
+        ("untrained_base", "the untrained base model")) if k in comparisons]
+    return (" Comparisons on the same cells: " + " and ".join(words) + ".") if words else ""
 
 
 def _net_from(path, config, seed, say):
@@ -819,10 +863,16 @@ def _warn_if_worse(trained, comparisons, say):
                        ("untrained_base", "the untrained base model")):
         other = comparisons.get(key)
         if other and other["overall_accuracy"] > trained["overall_accuracy"]:
+            # macro F1 weighs the small classes as much as the large: say when it disagrees
+            f1 = (f" Its macro F1 is higher ({trained['macro_f1']:.3f} vs "
+                  f"{other['macro_f1']:.3f}): it does better on the smaller classes, but the "
+                  "verdict is on overall agreement."
+                  if trained["macro_f1"] > other["macro_f1"] else "")
             say(f"Warning: the trained model scores below {label} on the held-out blocks "
                 f"(OA {trained['overall_accuracy']:.3f} vs {other['overall_accuracy']:.3f}). "
-                "It does not hold up here: classify will not pick it by default; prefer that, or "
-                "add labels and train longer.")
+                f"It does not hold up here, so classify will not pick it by default (name it "
+                f"to use it anyway).{f1} Train longer (MAX_MINUTES or EPOCHS) or add labels "
+                "of the classes it confuses (the report's confusion matrix).")
 
 
 def _engine_scores(model_path, inputs, grid, validation, folder, aoi, derived=None,
@@ -919,10 +969,11 @@ def _user_card(raw, base, base_path, mode, name, request, labelset, class_map, r
         "layer": labelset.name, "source": os.path.basename(labelset.source or ""),
         "field": labelset.field, "features": labelset.count, "kind": labelset.kind,
         "sha256": labelset.sha256, "features_by_class": ras.features_by_class,
-        "ignored_features": ras.ignored_features, "cells_by_class": ras.counts,
+        "ignored_features": ras.ignored_features, "empty_features": ras.empty_features,
+        "cells_by_class": ras.counts,
         "conflict_cells": ras.conflict_cells,
         "rule": "polygon: cells fully inside; point: the cell under it"}
-    used = {v for _, v in labelset.features}
+    used = {v for _, v in labelset.features if not is_empty_label(v)}
     card["class_map"] = {"file": class_map.path, "used": {
         str(v): class_map.lookup(v) for v in sorted(used, key=str)}}
     card["inputs_used"] = {m: os.path.basename(p) for m, p in inputs.items()}
@@ -946,6 +997,22 @@ def _user_card(raw, base, base_path, mode, name, request, labelset, class_map, r
         "device": device, "hardware": f"{platform.processor() or platform.machine()}, "
                                       f"{os.cpu_count()} CPU threads",
         "torch_version": torch.__version__,
-        "command": ("qgis_process.bin run urbanfunctions:train -- ... "
-                    f"SEED={request.seed} EPOCHS={len(history)}")}
+        "command": _command(request, labelset, inputs, mode, base, base_path, len(history))}
     return card
+
+
+def _command(request, labelset, inputs, mode, base, base_path, epochs):
+    """The qgis_process call that repeats this run (files by name: paths are the user's)."""
+    base_word = SCRATCH if not base_path else "so2sat" if mode == "so2sat" else base.name
+    parts = [f"{m.upper()}={os.path.basename(p)}" for m, p in inputs.items()]
+    parts += [f"LABELS={os.path.basename(labelset.source or '') or labelset.name}",
+              f"LABEL_FIELD={labelset.field}"]
+    if request.class_map_path:
+        parts.append(f"CLASS_MAP={os.path.basename(request.class_map_path)}")
+    if request.extent:
+        parts.append("EXTENT=<the extent in 'extent'>")
+    if request.aoi:
+        parts.append("AOI=<the area-of-interest layer>")
+    parts += [f"BASE_MODEL={base_word}", f"VALIDATION_SHARE={request.validation_share:g}",
+              f"BLOCK_SIZE={request.block_m:g}", f"SEED={request.seed}", f"EPOCHS={epochs}"]
+    return "qgis_process.bin run urbanfunctions:train -- " + " ".join(parts)

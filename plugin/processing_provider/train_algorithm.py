@@ -33,7 +33,7 @@ from ..core.model_card import MODALITY_LABELS
 from ..qgis_common import qgis_inputs
 from .help_links import help_url
 from ..qgis_common.termination import sigterm_cancels
-from ..qgis_common.user_models import user_models_dir
+from ..qgis_common.user_models import how_to_use, user_models_dir
 from .classify_algorithm import DEVICES, ICON, MODALITY_PARAMS
 from .lcz_algorithms import GROUP, GROUP_ID
 
@@ -315,10 +315,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         except UrbanFunctionsError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        use = ("Classify uses it by default for these inputs over this area"
-               if result.card["real_data_validation"]["holds_up"] else
-               "It does not hold up: classify will not pick it by default; name it to use it")
         feedback.pushInfo(f"Model {result.name}: {result.model_path}; report "
-                          f"{result.report_path}. {use} (MODEL={result.name}).")
+                          f"{result.report_path}. " + how_to_use(
+                              result.model_path, result.name,
+                              result.card["real_data_validation"]["holds_up"]))
         return {self.MODEL: result.model_path, self.NAME: result.name,
                 self.METRICS: json.dumps(result.metrics), self.REPORT: result.report_path}

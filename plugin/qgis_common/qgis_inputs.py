@@ -218,5 +218,9 @@ def check_parameter_values(alg, parameters, context):
             message += f" Choose one of {options}."
         elif value is None or value == "":
             message += " This parameter is required."
+        elif isinstance(value, str) and not os.path.exists(value) and (
+                os.sep in value or "." in os.path.basename(value)):
+            # a path, not a layer name: say the file is missing
+            message += " No such file."
         return False, message
     return True, ""

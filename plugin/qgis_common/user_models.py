@@ -38,3 +38,19 @@ def find_model(name_or_path):
 def default_model_for(modalities, inputs=None):
     from ..core import models
     return models.default_model_for(modalities, extra_dirs=model_dirs_for_qgis(), inputs=inputs)
+
+
+def how_to_use(model_path, name, holds_up):
+    """How classify reaches a trained model: by default, by name, or (saved outside the folders
+    classify lists) by its path only. One sentence for the train dialog and Processing log."""
+    from ..core.models import model_dirs
+    folder = os.path.realpath(os.path.dirname(model_path))
+    if folder not in {os.path.realpath(d) for d in model_dirs(model_dirs_for_qgis())}:
+        return ("It is outside the model folders classify lists, so classify uses it only when "
+                f"given its path: MODEL={model_path} (leave the output model empty to save it "
+                "in your user models folder, where classify lists it and picks it by "
+                "default).")
+    if holds_up:
+        return f"Classify uses it by default for these inputs over this area (MODEL={name})."
+    return ("It does not hold up: classify will not pick it by default; give "
+            f"MODEL={name} to use it anyway.")
