@@ -141,8 +141,14 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "the model does not hold up.</p>"
             "<p><b>Output model</b>: an .onnx file (empty = the user models folder, named after "
             "the label layer), with its card (.md), metrics (_metrics.json) and report "
-            "(_report.html) beside it. It appears in classify's model list, and classify "
-            "picks it by default for inputs over the area it was trained on.</p>"
+            "(_report.html) beside it. In the user models folder it appears in classify's "
+            "model list, and classify picks it by default for inputs over the area it was "
+            "trained on when it holds up; saved elsewhere, give its path as classify's "
+            "model.</p>"
+            "<p><b>Time limit</b>: for the whole run. Reading the inputs, the RandomForest and "
+            "the checks after training take a fixed part (about 1.5 min for the 1.2 MPix "
+            "Sentinel-2 clip on 2 cores); the epochs get the rest. With fewer than 8 epochs "
+            "the log says so, with the limit that would do.</p>"
             "<p>Needs PyTorch and scikit-learn in the plugin's environment.</p>")
 
     def checkParameterValues(self, parameters, context):
