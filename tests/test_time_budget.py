@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 
-from plugin.learning.time_budget import ADVISED_EPOCHS, MIN_TRAIN_SECONDS, TimeBudget, window_cells
-from plugin.learning.user_training import MAX_EPOCHS, end_of_epoch
+from plugin.learning.time_budget import ADVISED_EPOCHS, MIN_TRAIN_SECONDS, TimeBudget
+from plugin.learning.user_training import MAX_EPOCHS, end_of_epoch, window_cells
 
 
 def test_a_short_limit_is_said_with_the_limit_that_would_do():

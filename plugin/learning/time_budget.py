@@ -63,17 +63,3 @@ class TimeBudget:
                 f"{EPOCHS_SEEN} epochs. For {ADVISED_EPOCHS} epochs give MAX_MINUTES={need} "
                 f"or more (or EPOCHS={ADVISED_EPOCHS}); a cancelled run writes nothing.")
 
-
-def window_cells(height, width, where, tile, margin):
-    """Cells a tiled pass reads (tiles holding a ``where`` cell, each with ``margin`` cells of
-    context; ``where`` None: all tiles): the work of one network pass, for scaling a measured
-    pass to another area."""
-    total = 0
-    for r in range(0, height, tile):
-        for c in range(0, width, tile):
-            th, tw = min(tile, height - r), min(tile, width - c)
-            if where is not None and not where[r:r + th, c:c + tw].any():
-                continue
-            total += ((min(height, r + th + margin) - max(0, r - margin)) *
-                      (min(width, c + tw + margin) - max(0, c - margin)))
-    return total

@@ -146,8 +146,7 @@ def report_html(card):
         parts.append('<div class="warn"><b>The trained model does not hold up</b>: '
                      f'{_e(", ".join(worse))} scores higher on the same held-out cells, so '
                      'classify does not pick it by default.</div>')
-    parts += [f'<div class="warn">{_e(w)}</div>' for w in card.get("warnings") or ()
-              if "does not hold up" not in w]
+    parts += [f'<div class="warn">{_e(w)}</div>' for w in card.get("warnings") or ()]
     parts.append(inference_modes_html(card))
     parts.append(input_check_html(card))
     parts.append("<p class=\"muted\">These cells are labels, not a probability sample: check "

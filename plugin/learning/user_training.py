@@ -43,7 +43,7 @@ from .class_map import load_class_map
 from .labels import UNLABELLED, file_sha256, is_empty_label, rasterise
 from .map_scores import classify_on_grid, score
 from .so2sat_patch_card import KIND as SO2SAT_KIND, function_card, is_so2sat_model
-from .time_budget import TimeBudget, window_cells
+from .time_budget import TimeBudget
 
 BASE_DEFAULT = os.path.join(BUNDLED_DIR, "urban_fusion.onnx")
 VHR_SCENES = os.path.join(BUNDLED_DIR, "vhr_scenes_resnet.onnx")
@@ -275,24 +275,38 @@ def predict(model, feeds, present, device, where=None, tile=EVAL_TILE, margin=No
     margin = int(math.ceil(margin / 8.0)) * 8
     out = np.full((g.height, g.width), UNLABELLED, np.int16)
     model.eval()
-    for r in range(0, g.height, tile):
-        for c in range(0, g.width, tile):
-            th, tw = min(tile, g.height - r), min(tile, g.width - c)
+    for r, c, th, tw, r0, c0, r1, c1 in tile_windows(g.height, g.width, where, tile, margin):
+        win, mask = feeds.window(c0, r0, c1 - c0, r1 - r0)
+        with torch.no_grad():
+            xs = [torch.from_numpy(np.ascontiguousarray(win[n]))[None].to(device)
+                  for n in present]
+            probs = model(*xs, torch.from_numpy(np.ascontiguousarray(mask))[None]
+                          .to(device))[0][0]
+        pred = probs.argmax(0).cpu().numpy().astype(np.int16)
+        valid = mask.max(axis=0) > 0
+        pred[~valid] = UNLABELLED
+        out[r:r + th, c:c + tw] = pred[r - r0:r - r0 + th, c - c0:c - c0 + tw]
+    return out
+
+
+def tile_windows(height, width, where, tile, margin):
+    """The tiles of :func:`predict` holding a ``where`` cell (all when None): (row, col, tile
+    height, tile width) and the window read around it, (r0, c0, r1, c1), ``margin`` cells
+    wider where the grid allows."""
+    for r in range(0, height, tile):
+        for c in range(0, width, tile):
+            th, tw = min(tile, height - r), min(tile, width - c)
             if where is not None and not where[r:r + th, c:c + tw].any():
                 continue
-            r0, c0 = max(0, r - margin), max(0, c - margin)
-            r1, c1 = min(g.height, r + th + margin), min(g.width, c + tw + margin)
-            win, mask = feeds.window(c0, r0, c1 - c0, r1 - r0)
-            with torch.no_grad():
-                xs = [torch.from_numpy(np.ascontiguousarray(win[n]))[None].to(device)
-                      for n in present]
-                probs = model(*xs, torch.from_numpy(np.ascontiguousarray(mask))[None]
-                              .to(device))[0][0]
-            pred = probs.argmax(0).cpu().numpy().astype(np.int16)
-            valid = mask.max(axis=0) > 0
-            pred[~valid] = UNLABELLED
-            out[r:r + th, c:c + tw] = pred[r - r0:r - r0 + th, c - c0:c - c0 + tw]
-    return out
+            yield (r, c, th, tw, max(0, r - margin), max(0, c - margin),
+                   min(height, r + th + margin), min(width, c + tw + margin))
+
+
+def window_cells(height, width, where, tile, margin):
+    """Cells a pass of :func:`predict` reads: its work, for scaling a timed pass to another
+    area."""
+    return sum((r1 - r0) * (c1 - c0) for *_, r0, c0, r1, c1
+               in tile_windows(height, width, where, tile, margin))
 
 
 def _param_groups(model, lr):
