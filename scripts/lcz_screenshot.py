@@ -135,13 +135,15 @@ def main(argv=None):
             manifest = json.load(f)
         timings = manifest["timings_s"]
         print(f"Classified in {res['SECONDS']:.1f} s on {res['PROVIDER']} ({timings})")
-        shares, cells = class_shares(out, card)
+        # the main output holds the functions derived from the LCZ; the LCZ map is beside it
+        lcz_path = json.loads(res["EXTRA_OUTPUTS"])["lcz"]
+        shares, cells = class_shares(lcz_path, card)
         print(f"Class shares of {cells} cells of 100 m:")
         for label, share in shares:
             print(f"  {label:<34} {100 * share:5.1f} %")
 
         project = QgsProject.instance()
-        lcz = QgsRasterLayer(out, "LCZ", "gdal")  # styled by the .qml the algorithm wrote
+        lcz = QgsRasterLayer(lcz_path, "LCZ", "gdal")  # styled by the .qml the algorithm wrote
         # a copy of the true-colour bands in the work folder: the statistics QGIS computes for
         # a layer go into an .aux.xml beside its file (a VRT passes them on to its source),
         # never beside the read-only shared data

@@ -58,9 +58,9 @@ def reference_split():
     return prepare(req, read_card(BASE_DEFAULT), req.inputs, say=lambda m: None)
 
 
-def score_map(model_path, out_dir, prep, derived=None):
-    """Classify the S2 clip with ``model_path`` and score its map (or its ``derived`` output),
-    read onto the 10 m grid (each 10 m cell takes the value under its centre), on the held-out
+def score_map(model_path, out_dir, prep):
+    """Classify the S2 clip with ``model_path`` and score its map (for So2Sat, the functions
+    derived from its LCZ), read onto the 10 m grid (each 10 m cell takes the value under its centre), on the held-out
     cells of ``prep``; returns (scores, the map's class indices on that grid, seconds of the
     classify run)."""
     from plugin.core.engine import ClassifyRequest, run_classification
@@ -70,7 +70,7 @@ def score_map(model_path, out_dir, prep, derived=None):
     res = run_classification(ClassifyRequest(inputs={"s2_winter": S2}, model_path=model_path,
                                              output_path=out, overwrite=True))
     seconds = time.perf_counter() - t0
-    pred = read_onto(res.extra_outputs[derived] if derived else out, prep.grid)
+    pred = read_onto(res.output_path, prep.grid)
     return score(prep.split.validation, pred), pred, seconds
 
 
@@ -121,7 +121,7 @@ def so2sat(out_dir):
     from plugin.learning.user_training import score
     onnx = import_so2sat(out_dir)
     prep = reference_split()
-    s, pred, seconds = score_map(onnx, out_dir, prep, derived="urban_functions")
+    s, pred, seconds = score_map(onnx, out_dir, prep)
     # the whole labelled west part too (So2Sat never saw these labels)
     s_all = score(prep.ras.labels, pred)
     return {"metrics": s, "all_labelled": s_all, "seconds": round(seconds, 1)}

@@ -289,6 +289,71 @@ def test_probabilities_and_derived_outputs_agree(scene, derived_model, tmp_path)
     assert set(manifest["extra_outputs"]) == {"probabilities", "built_up", "broad"}
 
 
+@pytest.fixture(scope="module")
+def other_scheme_model(tmp_path_factory):
+    """Eight classes of another scheme (like So2Sat's LCZ) with urban functions derived from
+    them, as the So2Sat card declares them."""
+    card = tiny_card("tiny-other-scheme")
+    card["classes"] = [{"code": i, "name": f"type_{i}", "label": f"Type {i}",
+                        "color": f"#{20 * i:02x}{20 * i:02x}00"} for i in range(1, 9)]
+    card["derived_outputs"] = [
+        {"name": "built_up", "kind": "class_sum", "codes": [1, 2], "label": "Built-up"},
+        {"name": "urban_functions", "kind": "class_groups", "label": "Functions from types",
+         "description": "types 1-2 residential, 3-5 industrial, 6-8 water", "groups": [
+             {"code": 1, "name": "residential", "label": "Residential", "color": "#e31a1c",
+              "from": [1, 2]},
+             {"code": 3, "name": "industrial", "label": "Industrial", "color": "#6a3d9a",
+              "from": [3, 4, 5]},
+             {"code": 7, "name": "water", "label": "Water", "color": "#1f78b4",
+              "from": [6, 7, 8]}]}]
+    return write_tiny_model(tmp_path_factory.mktemp("other") / "other.onnx", card)
+
+
+def test_a_model_of_another_scheme_writes_its_derived_functions_as_the_map(
+        scene, other_scheme_model, tmp_path):
+    """"Classify urban functions" puts functions at the output path whatever the model's own
+    classes; those go beside it (``model_classes``), styled, with the probabilities."""
+    out = tmp_path / "m.tif"
+    logged = []
+    res = run_classification(ClassifyRequest(scene, other_scheme_model, str(out),
+                                             probabilities=True, confidence=True),
+                             log=logged.append)
+    assert set(res.extra_outputs) == {"probabilities", "built_up", "model_classes"}
+    assert [c.name for c in res.classes] == ["residential", "industrial", "water"]
+    assert [d.name for d in res.derived_outputs] == ["built_up", "model_classes"]
+    probs = gdal.Open(res.extra_outputs["probabilities"]).ReadAsArray()
+    own = read(res.extra_outputs["model_classes"])
+    functions = read(out)
+    valid = functions > 0
+    assert valid.mean() > 0.9
+    assert np.array_equal(own[valid], probs.argmax(0)[valid] + 1)
+    sums = np.stack([probs[[0, 1]].sum(0), probs[[2, 3, 4]].sum(0), probs[[5, 6, 7]].sum(0)])
+    assert np.array_equal(functions[valid], np.array([1, 3, 7])[sums.argmax(0)][valid])
+    assert len(np.unique(functions[valid])) >= 2
+    conf = read(out, 2).astype(int)
+    assert np.abs(conf[valid] - np.clip(np.round(sums.max(0) * 100), 1, 100)[valid]).max() <= 1
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    band.GetDescription()   # GDAL 3.6 GTiff: loads the PAM .aux.xml with the category names
+    names = band.GetCategoryNames()
+    assert names[1] == "Residential" and names[7] == "Water"
+    assert ds.GetMetadataItem("TIFFTAG_IMAGEDESCRIPTION").endswith("(derived from its classes)")
+    band = ds = None
+    ds = gdal.Open(res.extra_outputs["model_classes"])
+    band = ds.GetRasterBand(1)
+    band.GetDescription()
+    assert band.GetCategoryNames()[8] == "Type 8"
+    band = ds = None
+    areas = {a.name: a.cells for a in res.class_areas}
+    assert set(areas) == {"residential", "industrial", "water"}
+    assert sum(areas.values()) == int(valid.sum())
+    note = [m for m in logged if m.startswith("The map holds urban functions derived")]
+    assert note and res.extra_outputs["model_classes"] in note[0]
+    manifest = json.load(open(res.manifest_path))
+    assert [a["name"] for a in manifest["class_areas"]] == ["residential", "industrial", "water"]
+    assert note[0] in manifest["messages"]
+
+
 def test_derived_outputs_follow_the_no_partial_file_rules(scene, derived_model, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()

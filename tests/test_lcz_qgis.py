@@ -224,7 +224,7 @@ def clear_water_cells(stack, grid_shape):
 def ketzin(imported, provider, tmp_path_factory):
     """The whole Ketzin stack classified by ``urbanfunctions:classify`` (winter season only)."""
     import processing
-    out = tmp_path_factory.mktemp("ketzin") / "ketzin_lcz.tif"
+    out = tmp_path_factory.mktemp("ketzin") / "ketzin.tif"
     res = processing.run(CLASSIFY, {"S2_WINTER": S2_STACK, "MODEL": imported["MODEL"],
                                     "OUTPUT": str(out), "PROBABILITIES": True,
                                     "CONFIDENCE": True})
@@ -233,7 +233,7 @@ def ketzin(imported, provider, tmp_path_factory):
 
 @needs_shared
 def test_ketzin_lakes_are_water_and_the_countryside_is_plants_and_trees(ketzin):
-    lcz = _read(ketzin["OUTPUT"], 1)
+    lcz = _read(json.loads(ketzin["EXTRA_OUTPUTS"])["lcz"], 1)
     stack = _read(S2_STACK)
     assert lcz.shape == (77, 154)                     # ceil(768 / 10), ceil(1536 / 10)
     assert (lcz > 0).all(), "no nodata in a stack without nodata"
@@ -246,18 +246,25 @@ def test_ketzin_lakes_are_water_and_the_countryside_is_plants_and_trees(ketzin):
     assert share[D] + share[A] + share[B] > 0.8, share
     built = sum(share[c] for c in BUILT)
     assert 0.005 < built < 0.15, f"villages only: built LCZ share {built:.3f}"
+    # the output and its class areas are urban functions ("Classify urban functions"): LCZ D
+    # low plants is agricultural / undeveloped, LCZ G water is water
+    functions = _read(ketzin["OUTPUT"], 1)
     areas = json.loads(ketzin["CLASS_AREAS"])
-    assert areas["low_plants"] == pytest.approx(share[D] * lcz.size * 1e4)
+    assert "low_plants" not in areas and 5 not in functions
+    for name, code in (("agricultural_undeveloped", 8), ("water", 7), ("residential", 1)):
+        assert areas[name] == pytest.approx(float((functions == code).sum()) * 1e4)
+    assert areas["agricultural_undeveloped"] > 0.5 * lcz.size * 1e4
 
 
 @needs_shared
-def test_ketzin_map_is_styled_with_the_17_lcz_classes_of_the_card(ketzin, imported):
+def test_ketzin_lcz_map_is_styled_with_the_17_lcz_classes_of_the_card(ketzin, imported):
     from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer
 
     from plugin.core.model_card import read_card
     from plugin.qgis_common.styling import legend_entries
     card = read_card(imported["MODEL"])
-    ds = gdal.Open(ketzin["OUTPUT"])
+    lcz_path = json.loads(ketzin["EXTRA_OUTPUTS"])["lcz"]
+    ds = gdal.Open(lcz_path)
     band = ds.GetRasterBand(1)
     band.GetDescription()   # GDAL 3.6 GTiff: loads the PAM .aux.xml with the category names
     names, table = band.GetCategoryNames(), band.GetColorTable()
@@ -266,7 +273,7 @@ def test_ketzin_map_is_styled_with_the_17_lcz_classes_of_the_card(ketzin, import
         assert table.GetColorEntry(c.code)[:3] == tuple(int(c.color[i:i + 2], 16)
                                                         for i in (1, 3, 5))
     band = ds = None
-    layer = QgsRasterLayer(ketzin["OUTPUT"], "reloaded", "gdal")  # .qml sidecar = default style
+    layer = QgsRasterLayer(lcz_path, "reloaded", "gdal")  # .qml sidecar = default style
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
     entries = legend_entries(layer)
     assert len(entries) == 17
@@ -278,14 +285,14 @@ def test_ketzin_map_is_styled_with_the_17_lcz_classes_of_the_card(ketzin, import
 def test_ketzin_settlement_extent_and_function_map_agree_with_the_lcz(ketzin, imported):
     from plugin.lcz.classes import function_lut
     extra = json.loads(ketzin["EXTRA_OUTPUTS"])
-    assert set(extra) == {"probabilities", "settlement_extent", "urban_functions"}
+    assert set(extra) == {"probabilities", "settlement_extent", "lcz"}
     stem = os.path.splitext(ketzin["OUTPUT"])[0]
     for name, path in extra.items():
         assert path == f"{stem}_{name}.tif" and os.path.isfile(path)
-    lcz = _read(ketzin["OUTPUT"], 1)
+    lcz = _read(extra["lcz"], 1)
     probs = _read(extra["probabilities"])
     settlement = _read(extra["settlement_extent"])
-    functions = _read(extra["urban_functions"])
+    functions = _read(ketzin["OUTPUT"], 1)   # the main output: functions from the LCZ
     assert probs.shape == (17,) + lcz.shape and settlement.shape == functions.shape == lcz.shape
     assert np.array_equal(probs.argmax(0) + 1, lcz)
     assert np.allclose(settlement, probs[:10].sum(0), atol=1e-5)
@@ -313,7 +320,7 @@ def test_ketzin_settlement_extent_and_function_map_agree_with_the_lcz(ketzin, im
     renderer = layer.renderer()
     assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
     assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, 1.0)
-    layer = QgsRasterLayer(extra["urban_functions"], "fn", "gdal")
+    layer = QgsRasterLayer(ketzin["OUTPUT"], "fn", "gdal")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
     assert legend_entries(layer) == [(f.code, f.label, f.color) for f in FUNCTION_CLASSES
                                      if f.key != "public_services"]
@@ -325,8 +332,9 @@ def test_ketzin_manifest_lists_the_season_used(ketzin, imported):
     assert list(manifest["inputs"]) == ["s2_winter"]
     assert os.path.samefile(manifest["inputs"]["s2_winter"]["path"], S2_STACK)
     assert manifest["model"]["name"] == LCZ_NAME
-    assert set(manifest["extra_outputs"]) == {"probabilities", "settlement_extent",
-                                              "urban_functions"}
+    assert set(manifest["extra_outputs"]) == {"probabilities", "settlement_extent", "lcz"}
+    assert any(m.startswith("The map holds urban functions derived from the 17 classes")
+               for m in manifest["messages"])
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +359,8 @@ def test_two_seasons_are_averaged_and_listed(imported, provider, ketzin_window, 
                                        "OUTPUT": str(tmp_path / "one.tif")})
     # the same image twice: the mean of two identical softmaxes is the same map
     assert np.array_equal(_read(out, 1), _read(single["OUTPUT"], 1))
+    assert np.array_equal(_read(json.loads(res["EXTRA_OUTPUTS"])["lcz"], 1),
+                          _read(json.loads(single["EXTRA_OUTPUTS"])["lcz"], 1))
 
 
 @needs_shared
@@ -366,16 +376,18 @@ def test_run_and_load_results_adds_the_styled_derived_layers(imported, provider,
     added = {os.path.basename(lyr.source()): lyr
              for lid, lyr in QgsProject.instance().mapLayers().items() if lid not in before}
     try:
-        assert set(added) == {"loaded.tif", "loaded_settlement_extent.tif",
-                              "loaded_urban_functions.tif"}
-        assert isinstance(added["loaded.tif"].renderer(), QgsPalettedRasterRenderer)
-        assert len(added["loaded.tif"].renderer().classes()) == 17
+        assert set(added) == {"loaded.tif", "loaded_settlement_extent.tif", "loaded_lcz.tif"}
+        functions = added["loaded.tif"]   # "Classify urban functions": functions on top
+        assert isinstance(functions.renderer(), QgsPalettedRasterRenderer)
+        assert "Residential" in [c.label for c in functions.renderer().classes()]
+        assert len(functions.renderer().classes()) == 7   # no LCZ maps to public services
         settlement = added["loaded_settlement_extent.tif"]
         assert isinstance(settlement.renderer(), QgsSingleBandPseudoColorRenderer)
         assert "not a trained regression" in settlement.name()
-        functions = added["loaded_urban_functions.tif"]
-        assert isinstance(functions.renderer(), QgsPalettedRasterRenderer)
-        assert "Residential" in [c.label for c in functions.renderer().classes()]
+        lcz = added["loaded_lcz.tif"]
+        assert isinstance(lcz.renderer(), QgsPalettedRasterRenderer)
+        assert len(lcz.renderer().classes()) == 17
+        assert lcz.name().startswith("Local Climate Zones")
     finally:
         QgsProject.instance().removeMapLayers([lyr.id() for lyr in added.values()])
 
@@ -470,18 +482,19 @@ def test_dialog_imports_selects_and_runs_the_lcz_model(dialog, user_models, ketz
         result, main = done[0]
         assert result is not None, main
         added = [main] + list(dialog.extra_layers.values())
-        assert set(dialog.extra_layers) == {"probabilities", "settlement_extent",
-                                            "urban_functions"}
+        assert set(dialog.extra_layers) == {"probabilities", "settlement_extent", "lcz"}
         assert isinstance(main.renderer(), QgsPalettedRasterRenderer)
+        assert "Water" in [c.label for c in main.renderer().classes()]
         assert isinstance(dialog.extra_layers["settlement_extent"].renderer(),
                           QgsSingleBandPseudoColorRenderer)
-        assert isinstance(dialog.extra_layers["urban_functions"].renderer(),
-                          QgsPalettedRasterRenderer)
+        assert isinstance(dialog.extra_layers["lcz"].renderer(), QgsPalettedRasterRenderer)
+        assert len(dialog.extra_layers["lcz"].renderer().classes()) == 17
         root = project.layerTreeRoot()
         assert root.findLayer(main.id()).isVisible()
         assert not root.findLayer(dialog.extra_layers["settlement_extent"].id()).isVisible()
         order = [node.layerId() for node in root.findLayers()]
-        assert order.index(main.id()) < order.index(dialog.extra_layers["urban_functions"].id())
+        assert order.index(main.id()) < order.index(dialog.extra_layers["lcz"].id())
+        assert "7 urban functions derived from its 17 classes" in dialog.model_info.text()
     finally:
         project.removeMapLayers([lyr.id() for lyr in added if lyr is not None] + [layer.id()])
 
@@ -513,7 +526,7 @@ def test_qgis_process_imports_into_the_profile_and_classifies_by_name(ketzin_win
     assert results["NAME"] == LCZ_NAME
     assert (models / "so2sat_lcz42_s2_resnet20.LICENSE.txt").exists()
 
-    out = tmp_path / "cli_lcz.tif"
+    out = tmp_path / "cli_so2sat.tif"
     run = subprocess.run([exe, "--json", "run", CLASSIFY, "--", f"S2_WINTER={ketzin_window}",
                           f"MODEL={LCZ_NAME}", f"OUTPUT={out}"], env=env, capture_output=True,
                          text=True, timeout=600)
@@ -521,6 +534,7 @@ def test_qgis_process_imports_into_the_profile_and_classifies_by_name(ketzin_win
     results = json.loads(run.stdout[run.stdout.index("{"):])["results"]
     assert os.path.samefile(results["OUTPUT"], out)
     extra = json.loads(results["EXTRA_OUTPUTS"])
-    assert set(extra) == {"settlement_extent", "urban_functions"}
+    assert set(extra) == {"settlement_extent", "lcz"}
     assert all(os.path.isfile(p) for p in extra.values())
-    assert (tmp_path / "cli_lcz_settlement_extent.qml").exists()
+    assert (tmp_path / "cli_so2sat_settlement_extent.qml").exists()
+    assert (tmp_path / "cli_so2sat_lcz.qml").exists()

@@ -116,11 +116,20 @@ def test_so2sat_lcz_map_matches_the_original_pipeline(so2sat_model, ketzin_quart
     res = run_classification(ClassifyRequest(seasons, so2sat_model, str(tmp_path / "lcz.tif"),
                                              confidence=True))
     probs = _reference_probs(so2sat_model, stacks)
-    ours = read(res.output_path)
+    # the LCZ map is written beside the output (the output holds the functions derived from it)
+    assert set(res.extra_outputs) == {"lcz", "settlement_extent"}
+    ours = read(res.extra_outputs["lcz"])
     assert ours.shape == probs.shape[:2] == (39, 77)  # ceil(384 / 10), ceil(768 / 10)
     assert (ours == probs.argmax(-1) + 1).mean() >= 0.999
+    from plugin.lcz.classes import function_groups
+    groups = function_groups()
+    sums = np.stack([probs[..., [c - 1 for c in g["from"]]].sum(-1) for g in groups], -1)
+    codes = np.array([g["code"] for g in groups])
+    functions = read(res.output_path)
+    assert [c.name for c in res.classes] == [g["name"] for g in groups]
+    assert (functions == codes[sums.argmax(-1)]).mean() >= 0.999
     conf = read(res.output_path, 2).astype(int)
-    assert np.abs(conf - np.clip(np.round(probs.max(-1) * 100), 1, 100)).max() <= 1
+    assert np.abs(conf - np.clip(np.round(sums.max(-1) * 100), 1, 100)).max() <= 1
     manifest = open(res.manifest_path).read()
     for season in seasons:
         assert f'"{season}"' in manifest, "the manifest lists the seasons used"

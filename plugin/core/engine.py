@@ -19,6 +19,7 @@ from .publication import (check_geotiff_path, check_output_path, publish, remove
 from .errors import Cancelled, InputError, ModelError
 from .feeds import FeedReader
 from .grid import plan_grid
+from .map_layout import main_map_note, map_layout
 from .model_card import read_card
 from .patches import PatchReader
 from .prefetch import TilePrefetcher
@@ -78,6 +79,10 @@ class ClassifyResult:
     extra_outputs: dict = field(default_factory=dict)   # name -> path (probabilities, derived)
     inference_mode: Optional[str] = None    # the mode that ran (core.inference_modes)
     cluster: Optional[dict] = None      # Dask runs: scheduler, workers, per-block timings
+    # what the map at output_path holds and what is beside it (core.map_layout): urban
+    # functions, also when the model's own classes are another scheme (So2Sat LCZ)
+    classes: tuple = ()
+    derived_outputs: tuple = ()
 
 
 MIN_GRID_CELLS = 4   # a map of fewer cells across says nothing (a 1 x 1 pixel input, a sliver)
@@ -130,8 +135,9 @@ def extra_output_paths(request, card):
 
 
 def written_derived(request, card):
-    """The card's derived outputs this run writes (optional graph outputs only on request)."""
-    return [d for d in card.derived_outputs if not d.optional or request.optional_outputs]
+    """The derived outputs this run writes beside the map (optional graph outputs only on
+    request; for a model whose map is derived functions, its own classes: core.map_layout)."""
+    return [d for d in map_layout(card).derived if not d.optional or request.optional_outputs]
 
 
 def extra_output_specs(request, card):
@@ -212,7 +218,10 @@ class StripEncoder:
     confidence, the extra outputs' bands) and is written by :func:`write_strip`."""
 
     def __init__(self, request, card):
-        self.codes = np.array([c.code for c in card.classes], np.uint8)
+        layout = map_layout(card)
+        self.codes = np.array([c.code for c in layout.classes], np.uint8)
+        self.main = (_ClassGroups([list(g) for g in layout.groups]) if layout.derives_functions
+                     else _probabilities)
         self.confidence = bool(request.confidence)
         self.extras = extra_output_specs(request, card)
 
@@ -223,7 +232,8 @@ class StripEncoder:
             extras[name] = (encode_values(values, valid) if kind == "values" else
                             encode_classes(codes, values, valid, False))
         return {"row": first,
-                "main": encode_classes(self.codes, probs, valid, self.confidence),
+                "main": encode_classes(self.codes, self.main(probs, graph), valid,
+                                       self.confidence),
                 "extras": extras}
 
 
@@ -489,6 +499,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
         remove_stale_partials(path, say)
     plan = plan_job(request, say, card)
     grid = plan.grid
+    layout = map_layout(card)
+    if layout.derives_functions:
+        say(main_map_note(card, layout, extra_paths[layout.own_classes]))
     say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {plan.total} tiles of "
         f"{plan.tw} x {plan.th} cells, overlap {plan.overlap}.")
 
@@ -520,9 +533,11 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             say(f"Inference mode: {MODE_LABELS[mode]}."
                 + (f" Views: {', '.join(plan.views)}." if len(plan.views) > 1 else ""))
             inference_mode = mode
-            writer = ClassRasterWriter(request.output_path, grid, card.classes,
+            writer = ClassRasterWriter(request.output_path, grid, layout.classes,
                                        confidence=request.confidence,
-                                       description=f"Urban functions by {card.name} {card.version}")
+                                       description=f"Urban functions by {card.name} {card.version}"
+                                       + (" (derived from its classes)"
+                                          if layout.derives_functions else ""))
             extras = _extra_writers(request, card, grid, extra_paths)
             encode = StripEncoder(request, card)
 
@@ -549,7 +564,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
             t = time.perf_counter()
             areas = [ClassArea(c.code, c.name, c.label, c.color, int(n),
                                float(n) * grid.cell * grid.cell)
-                     for c, n in zip(card.classes, writer.counts)]
+                     for c, n in zip(layout.classes, writer.counts)]
             seconds = time.perf_counter() - t_start
             mpath = manifest_path_for(request.output_path)
             text = run_manifest.build(request, card, grid, session, plan.tile, plan.overlap,
@@ -588,7 +603,8 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     return ClassifyResult(os.path.abspath(request.output_path), mpath, session.provider,
                           session.providers, time.perf_counter() - t_start, areas, card, grid,
                           timings, messages, {k: os.path.abspath(v) for k, v in extra_paths.items()},
-                          inference_mode, cluster)
+                          inference_mode, cluster, layout.classes,
+                          tuple(written_derived(request, card)))
 
 
 def _infer(session, card, batch, acc, weights, row, timings, graph_accs=None,

@@ -499,8 +499,13 @@ class ClassifyDialog(QDialog):
         from html import escape
         validation = card.validation_summary()
         colour = "#a60" if validation.startswith("Warning") else "#262"
+        from ..core.map_layout import map_layout
+        layout = map_layout(card)
+        classes = (f"a map of {len(layout.classes)} urban functions derived from its "
+                   f"{len(card.classes)} classes (written beside it)"
+                   if layout.derives_functions else f"{len(card.classes)} classes")
         self.model_info.setText(f"{escape(card.summary)}<br><small>Accepts: "
-                                f"{', '.join(accepted)}. {len(card.classes)} classes, "
+                                f"{', '.join(accepted)}. {classes}, "
                                 f"{card.output.gsd_m:g} m cells.</small><br><small "
                                 f"style='color:{colour}'>{escape(validation)}</small>")
         for m, note in self.input_notes.items():

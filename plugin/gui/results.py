@@ -20,7 +20,7 @@ def result_layer_name(result):
 def add_result_layer(result, project=None):
     """Style the output, save its .qml sidecar and add it to ``project``. Returns the layer."""
     project = project or QgsProject.instance()
-    classes = result.card.classes
+    classes = result.classes
     try:
         write_style_sidecar(result.output_path, classes)
     except OSError as exc:
@@ -44,7 +44,7 @@ def add_result_layer(result, project=None):
 def extra_layer_name(result, name):
     """Layer name of an extra output: the derived output's label, or what the file holds."""
     stem = os.path.splitext(os.path.basename(result.output_path))[0]
-    for d in getattr(result.card, "derived_outputs", ()):
+    for d in result.derived_outputs:
         if d.name == name:
             return f"{stem}: {d.label}"
     if name == "probabilities":
@@ -53,7 +53,7 @@ def extra_layer_name(result, name):
 
 
 def _style_extra(layer, result, name):
-    for d in getattr(result.card, "derived_outputs", ()):
+    for d in result.derived_outputs:
         if d.name == name:
             return apply_derived_style(layer, d)
     return apply_fraction_style(layer)  # probabilities: band 1 on the 0-1 ramp
@@ -65,7 +65,7 @@ def add_extra_layers(result, project=None, visible=False):
     unless ``visible``: the class map goes on top of them. Returns {name: layer}."""
     from qgis.core import QgsRasterLayer
     project = project or QgsProject.instance()
-    derived = {d.name: d for d in getattr(result.card, "derived_outputs", ())}
+    derived = {d.name: d for d in result.derived_outputs}
     layers = {}
     for name, path in (getattr(result, "extra_outputs", None) or {}).items():
         if name in derived:

@@ -34,28 +34,21 @@ def score(truth, pred):
     return s
 
 
-def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=None,
-                     derived=None):
+def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=None):
     """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
-    engine's classify over exactly ``grid``; with ``derived``, of that derived output in our
-    function codes instead (the So2Sat LCZ model's ``urban_functions``)."""
+    engine's classify over exactly ``grid``. The map holds our functions (for the So2Sat LCZ
+    model, those derived from its classes, on its own coarser grid: read onto ``grid``)."""
     from osgeo import gdal
     from ..core.engine import ClassifyRequest, run_classification
     from ..core.errors import ModelError
+    from ..core.map_layout import map_layout
     out = os.path.join(folder, "map.tif")
     res = run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
                                              output_path=out,
                                              extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
                                              inference_mode=inference_mode))
     made = [res.output_path, res.manifest_path, *res.extra_outputs.values()]
-    if derived:
-        if derived not in res.extra_outputs:
-            _remove(made)
-            raise ModelError(f"{os.path.basename(model_path)} has no {derived!r} output; "
-                             "import it again with this version (Import So2Sat LCZ weights).")
-        out = res.extra_outputs[derived]
-    if derived:
-        # a derived map may be on the model's own coarser grid (So2Sat: 100 m)
+    if map_layout(res.card).derives_functions:
         pred = read_onto(out, grid)
         _remove(made)
         return pred
@@ -63,6 +56,7 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=
     gt = ds.GetGeoTransform()
     if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
             abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
+        _remove(made)
         raise ModelError("Internal error: classify planned another grid than the labels'.")
     codes = ds.GetRasterBand(1).ReadAsArray()
     ds = None

@@ -283,8 +283,7 @@ def train_patch_model(request, base, base_path, config, prep, inputs, t_start, s
     lcz = so2sat and base.classes[0].name != ut.KEYS[0]
     with tempfile.TemporaryDirectory(prefix="urban_functions_base_") as tmp:
         comparisons["untrained_base"] = dict(
-            ut._engine_scores(base_path, inputs, grid, split.validation, tmp, request.aoi,
-                              derived="urban_functions" if lcz else None),
+            ut._engine_scores(base_path, inputs, grid, split.validation, tmp, request.aoi),
             model=base.name + (" (LCZ -> functions)" if lcz else ""))
     say(f"Untrained {base.name} on the held-out blocks (through classify): OA "
         f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")

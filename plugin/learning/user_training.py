@@ -566,7 +566,9 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
                                                  if ras.counts[k]))
     if none:
         say(f"Warning: no labels for {', '.join(none)}: the model does not learn these classes "
-            "from your area and will rarely predict them.")
+            "from your area, yet it can still predict them (what the base model or a short "
+            "training left in it), and the held-out figures do not check them. Label some "
+            "where they occur, or treat them as unchecked in the map.")
     if few:
         say(f"Warning: few labels (under {MIN_CELLS_PER_CLASS} cells) for {', '.join(few)}: "
             "their figures are unreliable; label more where you can.")
@@ -889,14 +891,13 @@ def _warn_if_worse(trained, comparisons, say):
                 "of the classes it confuses (the report's confusion matrix).")
 
 
-def _engine_scores(model_path, inputs, grid, validation, folder, aoi, derived=None,
-                   inference_mode="windows"):
-    """Scores of ``model_path`` run by the engine's classify over ``grid`` (its map, or its
-    ``derived`` output of functions), in ``inference_mode``. Patch classifiers are scored
+def _engine_scores(model_path, inputs, grid, validation, folder, aoi, inference_mode="windows"):
+    """Scores of ``model_path``'s map run by the engine's classify over ``grid``, in
+    ``inference_mode``. Patch classifiers are scored
     window by window: a held-out cell then sees exactly its window, which the buffer keeps
     clear of training cells (the shared trunk's features reach beyond the window)."""
     return score(validation, classify_on_grid(model_path, inputs, grid, folder, aoi,
-                                              inference_mode=inference_mode, derived=derived))
+                                              inference_mode=inference_mode))
 
 
 def _publish(tmp, staged, paths, overwrite):

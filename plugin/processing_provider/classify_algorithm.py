@@ -173,15 +173,16 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "<p><b>Extent</b> and <b>Area of interest</b> (polygons, selected features only if "
             "ticked) limit the area processed; without them the overlap of the inputs is "
             "processed. Cells outside the polygons are nodata.</p>"
-            "<p><b>Output</b>: GeoTIFF, band 1 class codes (0 = nodata) with colours and class "
-            "names, optional band 2 confidence (%). A .qml style with the same name is written "
-            "next to it, and a run manifest (.json) records inputs, model and settings.</p>"
+            "<p><b>Output</b>: GeoTIFF, band 1 urban-function codes (0 = nodata) with colours "
+            "and class names, optional band 2 confidence (%). A .qml style with the same name "
+            "is written next to it, and a run manifest (.json) records inputs, model and "
+            "settings. With the So2Sat LCZ model it holds the functions derived from the LCZ "
+            "probabilities (the LCZ map is an extra output).</p>"
             "<p><b>Extra outputs</b> are written next to the output as <tt>&lt;output&gt;_"
             "&lt;name&gt;.tif</tt> and listed in EXTRA_OUTPUTS (JSON: name -> path): the "
-            "outputs a model card declares (for the So2Sat LCZ model a settlement extent, 0-1, "
-            "and an urban-function map derived from the LCZ probabilities; both are loaded and "
-            "styled with the result) and, with <b>Write class probabilities</b>, one float32 "
-            "band per class.</p>"
+            "outputs a model card declares (for the So2Sat LCZ model the LCZ map, <tt>lcz</tt>, "
+            "and a settlement extent, 0-1; both are loaded and styled with the result) and, "
+            "with <b>Write class probabilities</b>, one float32 band per class of the model.</p>"
             "<p>Advanced: tile size and overlap in output cells (empty = the model's defaults), "
             "batch size, device, class probabilities, and the inference mode: <i>fast</i> runs the "
             "network once per tile (for patch classifiers such as the VHR scene model: its "
@@ -403,7 +404,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
 
         feedback.pushInfo(text_summary(result))
-        classes = result.card.classes
+        classes = result.classes
         try:
             write_style_sidecar(result.output_path, classes)
         except OSError as exc:
@@ -431,7 +432,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         """.qml sidecars for the derived outputs; when the result is loaded into the project,
         the derived outputs are loaded and styled too (the probabilities stay files: one band
         per class is not a map to look at)."""
-        derived = {d.name: d for d in getattr(result.card, "derived_outputs", ())}
+        derived = {d.name: d for d in result.derived_outputs}
         for name, path in extra.items():
             spec = derived.get(name)
             if spec is None:

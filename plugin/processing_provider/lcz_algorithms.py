@@ -85,9 +85,9 @@ class ImportSo2SatAlgorithm(QgsProcessingAlgorithm):
             "only replaced when <b>Replace</b> is ticked; importing the same file again changes "
             "nothing.</p>"
             "<p>Then run <i>Classify urban functions</i> with one to four Sentinel-2 L1C seasons "
-            "(bands B2 B3 B4 B5 B6 B7 B8 B8A B11 B12 at 10 m) and this model: it writes the LCZ "
-            "map, a settlement extent and an urban-function map derived from the LCZ "
-            "probabilities.</p>"
+            "(bands B2 B3 B4 B5 B6 B7 B8 B8A B11 B12 at 10 m) and this model: its output is the "
+            "map of urban functions derived from the LCZ probabilities, with the LCZ map "
+            "(<tt>&lt;output&gt;_lcz.tif</tt>) and a settlement extent beside it.</p>"
             "<p>The weights are &copy; 2021 ERC starting grant So2Sat project team (MIT). Please "
             f"cite:</p><ul>{cites}</ul>"
             "<p>Needs the Python packages h5py, onnx and onnxruntime.</p>")
