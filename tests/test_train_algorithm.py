@@ -154,6 +154,10 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
                  "BLOCK_SIZE=600", "SEED=0", "EPOCHS=1"):
         assert part in cmd, (part, cmd)
     assert "Warning: no labels for commercial" in texts
+    # a class without training labels is switched off in the exported model, and said so
+    assert raw["training"]["classes_not_predicted"] == ["commercial"]
+    assert "It never predicts commercial" in raw["limitations"]
+    assert "Not predicted by the trained model: commercial" in texts
     assert "Warning: few labels" in texts and "water" in texts.split("Warning: few labels")[1]
     assert any(t.startswith("Epoch 1 of 1") for t in feedback.texts)
 
@@ -176,13 +180,18 @@ def test_exported_model_matches_torch(city_model):
     assert any(k.startswith("s2_") for k in copied) and any(k.startswith("ntl_") for k in copied)
     assert "season_heads.0.weight" in skipped and "season_heads.1.weight" in copied
     assert any(k.startswith("temporal_encoder.") for k in skipped)
-    model = SubsetFusionModel(net, card.modalities).eval()
+    off = [KEYS.index(k) for k in card.raw["training"]["classes_not_predicted"]]
+    assert off == [1]   # commercial: no labels in the fixture
+    model = SubsetFusionModel(net, card.modalities, off_classes=off).eval()
     x = example_inputs(model, 1, 40, 56, seed=5, valid_prob=0.9)
     with torch.no_grad():
         ref = [t.numpy() for t in model(*x)]
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = sess.run(None, dict(zip(list(card.modalities) + ["valid"], [t.numpy() for t in x])))
     assert max(float(np.abs(a - b).max()) for a, b in zip(ref, got)) < 1e-4
+    # the switched-off class has probability 0 in the graph; the others still sum to 1
+    assert float(got[0][:, 1].max()) == 0.0
+    assert np.allclose(got[0].sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_trained_model_runs_through_classify_and_is_the_default_there(city_model, sample_city,
@@ -191,16 +200,20 @@ def test_trained_model_runs_through_classify_and_is_the_default_there(city_model
     from plugin.core.models import default_model_for
     _, _, out, _ = city_model
     inputs = {"s2_summer": sample_city.inputs["s2_summer"], "ntl": sample_city.inputs["ntl"]}
+    feedback = CollectingFeedback()
     res = processing.run("urbanfunctions:classify", {
         "S2_SUMMER": inputs["s2_summer"], "NTL": inputs["ntl"], "MODEL": str(out),
-        "OUTPUT": str(tmp_path / "map.tif")}, feedback=CollectingFeedback())
+        "OUTPUT": str(tmp_path / "map.tif")}, feedback=feedback)
     with open(str(tmp_path / "map.manifest.json"), encoding="utf-8") as f:
         mode = json.load(f)["tiling"]["inference_mode"]
+    assert "This model never predicts commercial: its training labels had none." in \
+        feedback.infos
     from plugin.core.model_card import read_card
     assert mode == read_card(str(out)).output.default_mode
     ds = gdal.Open(res["OUTPUT"])
     codes = ds.ReadAsArray()
     assert codes.max() > 0 and len(np.unique(codes[codes > 0])) >= 3
+    assert not (codes == 2).any(), "commercial had no labels: switched off"
     # over its own area a user-trained model that holds up comes first, before the sample
     # city's demo model; one that scored below its baseline is never the default
     chosen = default_model_for(list(inputs), extra_dirs=[str(out.parent)], inputs=inputs)

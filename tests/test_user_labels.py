@@ -227,3 +227,26 @@ print("CLASSIFY:", res.output_path, "torch" in sys.modules and sys.modules["torc
     assert "Classify works without it" in out.stdout
     assert f"CLASSIFY: {tmp_path / 'map.tif'} True" in out.stdout
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_switched_off_classes_get_probability_zero_and_the_rest_is_unchanged():
+    """Classes the training labels never showed are switched off in the exported model: the
+    others keep their relative probabilities (renormalised), whatever the network says."""
+    torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
+    from plugin.learning.fusion.subset import SubsetFusionModel
+    from plugin.learning.fusion.net import UrbanFusionNet
+    from plugin.learning.user_export import example_inputs
+    torch.manual_seed(0)
+    net = UrbanFusionNet().eval()
+    on = SubsetFusionModel(net, ("s2_summer",)).eval()
+    off = SubsetFusionModel(net, ("s2_summer",), off_classes=(1, 4)).eval()
+    x = example_inputs(on, 1, 16, 16, seed=3)
+    with torch.no_grad():
+        p_on, p_off = on(*x)[0], off(*x)[0]
+    assert float(p_off[:, [1, 4]].max()) == 0.0
+    assert torch.allclose(p_off.sum(1), torch.ones_like(p_off.sum(1)), atol=1e-5)
+    kept = [0, 2, 3, 5, 6, 7]
+    expected = p_on[:, kept] / p_on[:, kept].sum(1, keepdim=True)
+    assert torch.allclose(p_off[:, kept], expected, atol=1e-5)
+    with pytest.raises(ValueError):
+        SubsetFusionModel(net, ("s2_summer",), off_classes=range(8))

@@ -502,6 +502,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     layout = map_layout(card)
     if layout.derives_functions:
         say(main_map_note(card, layout, extra_paths[layout.own_classes]))
+    untaught = (card.raw.get("training") or {}).get("classes_not_predicted")
+    if untaught:
+        say(f"This model never predicts {', '.join(untaught)}: its training labels had none.")
     say(f"Grid {grid.width} x {grid.height} cells of {grid.cell:g} m; {plan.total} tiles of "
         f"{plan.tw} x {plan.th} cells, overlap {plan.overlap}.")
 

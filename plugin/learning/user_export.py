@@ -2,8 +2,9 @@
 
     python -m plugin.learning.user_export CHECKPOINT.pt OUT.onnx
 
-The checkpoint is ``torch.save({"config", "state_dict", "present"}, weights only)``. The
-graph takes only the trained inputs (``present``, in MODALITY_ORDER) and ``valid``
+The checkpoint is ``torch.save({"config", "state_dict", "present"[, "off_classes"]}, weights
+only)``; ``off_classes`` (class indices the training labels never showed) get probability 0.
+The graph takes only the trained inputs (``present``, in MODALITY_ORDER) and ``valid``
 [N, len(present), H, W]; outputs ``probs``, ``built_up`` and ``gates`` as the bundled fusion
 model. Batch and spatial sizes are dynamic; parity with torch is checked in onnxruntime at
 two sizes other than the exported one, with random masks. Prints one JSON line.
@@ -24,14 +25,14 @@ OUTPUT_NAMES = ("probs", "built_up", "gates")
 MASK_NAME = "valid"
 
 
-def build_model(config, present, state_dict=None):
+def build_model(config, present, state_dict=None, off_classes=()):
     import torch
     from .fusion.net import UrbanFusionNet
     from .fusion.subset import SubsetFusionModel
     net = UrbanFusionNet(**config)
     if state_dict is not None:
         net.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
-    return SubsetFusionModel(net, present).eval()
+    return SubsetFusionModel(net, present, off_classes=off_classes).eval()
 
 
 def example_inputs(model, n, h, w, seed=0, valid_prob=None):
@@ -104,7 +105,8 @@ def check_parity(model, onnx_path, cells=CHECK_CELLS):
 def _export_and_check(args):
     import torch
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["config"], tuple(ckpt["present"]), ckpt["state_dict"])
+    model = build_model(ckpt["config"], tuple(ckpt["present"]), ckpt["state_dict"],
+                        tuple(ckpt.get("off_classes", ())))
     export(model, args.out)
     return check_parity(model, args.out), {}
 

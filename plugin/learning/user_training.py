@@ -565,10 +565,9 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
     say("Labelled cells per class: " + ", ".join(f"{k} {ras.counts[k]}" for k in KEYS
                                                  if ras.counts[k]))
     if none:
-        say(f"Warning: no labels for {', '.join(none)}: the model does not learn these classes "
-            "from your area, yet it can still predict them (what the base model or a short "
-            "training left in it), and the held-out figures do not check them. Label some "
-            "where they occur, or treat them as unchecked in the map.")
+        say(f"Warning: no labels for {', '.join(none)}: the model cannot learn these classes "
+            "from your area, and the held-out figures do not check them. Label some where "
+            "they occur.")
     if few:
         say(f"Warning: few labels (under {MIN_CELLS_PER_CLASS} cells) for {', '.join(few)}: "
             "their figures are unreliable; label more where you can.")
@@ -719,6 +718,15 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
             f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")
     model = SubsetFusionModel(net, modalities).to(device)
     weights = class_weights_for(split.train, len(KEYS))
+    # classes without a training cell are switched off in the exported model: what the base
+    # (simulated scenes, or So2Sat's new head) says of them was neither taught nor checked here
+    train_counts = np.bincount(split.train[split.train != UNLABELLED].ravel().astype(np.int64),
+                               minlength=len(KEYS))
+    off = [i for i in range(len(KEYS)) if train_counts[i] == 0]
+    if off:
+        say(f"Not predicted by the trained model: {', '.join(KEYS[i] for i in off)} (no "
+            "training cells; switched off in the exported model, so its maps never show a "
+            "class that nobody taught or checked here).")
     batches = _Batches(feeds, split.train, present, request.seed)
     budget = TimeBudget.left(request.max_minutes, t_start, after=AFTER_GUESS)
     t_train = time.perf_counter()
@@ -737,7 +745,7 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         outer_progress(0.86, "Exporting to ONNX")
         ckpt = os.path.join(tmp, "model.pt")
         torch.save({"config": model.net.config, "present": list(model.present),
-                    "state_dict": model.net.state_dict()}, ckpt)
+                    "state_dict": model.net.state_dict(), "off_classes": off}, ckpt)
         bare = os.path.join(tmp, "bare.onnx")
         summary = export_checkpoint(ckpt, bare)
         if is_cancelled():
@@ -746,6 +754,10 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         card_dict = _user_card(raw, base, base_path, mode, name, request, labelset, class_map,
                                ras, split, grid, inputs, history, train_seconds, device,
                                config, receptive)
+        if off:
+            card_dict["training"]["classes_not_predicted"] = [KEYS[i] for i in off]
+            card_dict["limitations"] += (
+                f" It never predicts {', '.join(KEYS[i] for i in off)}: no training labels.")
         if input_check:
             card_dict["input_check"] = input_check
         if ignored:

@@ -15,11 +15,17 @@ from .net import MODALITY_ORDER, NTL_FACTOR
 ABSENT_VHR_PX = 16
 
 
+# added to the logits of switched-off classes: their softmax probability is exactly 0 in float32
+OFF_LOGIT = -1.0e4
+
+
 class SubsetFusionModel(nn.Module):
     """forward(*present inputs, valid [N, len(present), H, W]) -> (logits or probs, built_up,
-    gates[, aux]). ``present``: names from MODALITY_ORDER, in that order."""
+    gates[, aux]). ``present``: names from MODALITY_ORDER, in that order. ``off_classes``:
+    class indices whose probability is 0 (classes the user's labels never showed in training:
+    what the network says of them was never taught nor checked in this area)."""
 
-    def __init__(self, net, present, softmax=True):
+    def __init__(self, net, present, softmax=True, off_classes=()):
         super().__init__()
         unknown = [p for p in present if p not in MODALITY_ORDER]
         if unknown or not present:
@@ -27,6 +33,13 @@ class SubsetFusionModel(nn.Module):
         self.net = net
         self.present = tuple(m for m in MODALITY_ORDER if m in present)
         self.softmax = softmax
+        self.off_classes = tuple(sorted(int(c) for c in off_classes))
+        if len(self.off_classes) >= net.n_classes:
+            raise ValueError("at least one class must stay on")
+        if self.off_classes:
+            bias = torch.zeros(net.n_classes)
+            bias[list(self.off_classes)] = OFF_LOGIT
+            self.register_buffer("class_off_bias", bias.view(1, -1, 1, 1))
 
     def full_inputs(self, xs, valid):
         """The network's eight inputs from the present ones (absent = zeros, mask 0)."""
@@ -56,7 +69,8 @@ class SubsetFusionModel(nn.Module):
         absent = frozenset(m for m in MODALITY_ORDER if m not in self.present)
         out = self.net(*full, valid7, return_aux=return_aux, absent=absent)
         if self.softmax and not return_aux:
-            return (torch.softmax(out[0], dim=1),) + tuple(out[1:])
+            logits = out[0] + self.class_off_bias if self.off_classes else out[0]
+            return (torch.softmax(logits, dim=1),) + tuple(out[1:])
         return out
 
     def absent_modules(self):
