@@ -108,6 +108,9 @@ def test_train_writes_model_card_metrics_and_report(city_model, sample_city):
     assert "points" in lab["layer"] and lab["features"] > 1000 and lab["kind"] == "points"
     assert len(lab["sha256"]) == 64 and lab["field"] == "function"
     assert raw["class_map"]["used"]["water"] == "water"
+    s2 = card.input_for("s2_summer").label
+    assert "surface reflectance" not in s2, "the bundled card's words for its simulated data"
+    assert os.path.basename(sample_city.inputs["s2_summer"]) in s2 and "L1C or L2A" in s2
     assert raw["training"]["seed"] == 0 and raw["training"]["epochs"] == 1
     assert raw["training"]["device"] == "cpu" and raw["training"]["time_s"] > 0
     assert raw["extent"]["crs_wkt"] and raw["coverage"]["bounds"]

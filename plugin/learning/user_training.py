@@ -1004,6 +1004,13 @@ def _user_card(raw, base, base_path, mode, name, request, labelset, class_map, r
     card["class_map"] = {"file": class_map.path, "used": {
         str(v): class_map.lookup(v) for v in sorted(used, key=str)}}
     card["inputs_used"] = {m: os.path.basename(p) for m, p in inputs.items()}
+    for spec in card["inputs"]:
+        # the base's label names its own training data (the bundled network: simulated
+        # surface reflectance); this model learnt from the user's rasters, whatever their level
+        if spec["modality"].startswith("s2_") and spec["modality"] in inputs:
+            spec["label"] = (f"Sentinel-2 {spec['modality'].split('_')[1]} (reflectance x "
+                             f"10000 as in {os.path.basename(inputs[spec['modality']])}: give "
+                             "the same processing level, L1C or L2A)")
     card["extent"] = {"bounds": list(grid.bounds), "crs_wkt": grid.crs_wkt,
                       "cells": [grid.width, grid.height], "cell_m": grid.cell}
     card["training"] = {
