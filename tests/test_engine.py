@@ -319,7 +319,11 @@ def test_a_model_of_another_scheme_writes_its_derived_functions_as_the_map(
                                              probabilities=True, confidence=True),
                              log=logged.append)
     assert set(res.extra_outputs) == {"probabilities", "built_up", "model_classes"}
-    assert [c.name for c in res.classes] == ["residential", "industrial", "water"]
+    # all eight functions in the map's class table (the validation tools offer them as
+    # reference classes); those no type stands for are never mapped
+    keys = ["residential", "commercial", "industrial", "transportation", "public_services",
+            "green_space", "water", "agricultural_undeveloped"]
+    assert [c.name for c in res.classes] == keys
     assert [d.name for d in res.derived_outputs] == ["built_up", "model_classes"]
     probs = gdal.Open(res.extra_outputs["probabilities"]).ReadAsArray()
     own = read(res.extra_outputs["model_classes"])
@@ -336,7 +340,10 @@ def test_a_model_of_another_scheme_writes_its_derived_functions_as_the_map(
     band = ds.GetRasterBand(1)
     band.GetDescription()   # GDAL 3.6 GTiff: loads the PAM .aux.xml with the category names
     names = band.GetCategoryNames()
-    assert names[1] == "Residential" and names[7] == "Water"
+    assert names[1] == "Residential" and names[7] == "Water" and names[5] == "Public services"
+    assert band.GetDescription() == "urban function class"
+    assert ds.GetRasterBand(2).GetDescription() == \
+        "confidence (summed probability of the function, %)"
     assert ds.GetMetadataItem("TIFFTAG_IMAGEDESCRIPTION").endswith("(derived from its classes)")
     band = ds = None
     ds = gdal.Open(res.extra_outputs["model_classes"])
@@ -345,12 +352,12 @@ def test_a_model_of_another_scheme_writes_its_derived_functions_as_the_map(
     assert band.GetCategoryNames()[8] == "Type 8"
     band = ds = None
     areas = {a.name: a.cells for a in res.class_areas}
-    assert set(areas) == {"residential", "industrial", "water"}
+    assert list(areas) == keys and areas["commercial"] == areas["public_services"] == 0
     assert sum(areas.values()) == int(valid.sum())
     note = [m for m in logged if m.startswith("The map holds urban functions derived")]
     assert note and res.extra_outputs["model_classes"] in note[0]
     manifest = json.load(open(res.manifest_path))
-    assert [a["name"] for a in manifest["class_areas"]] == ["residential", "industrial", "water"]
+    assert [a["name"] for a in manifest["class_areas"]] == keys
     assert note[0] in manifest["messages"]
 
 
@@ -367,6 +374,26 @@ def test_derived_outputs_follow_the_no_partial_file_rules(scene, derived_model, 
                                            probabilities=True, tile_size=8, overlap=0),
                            is_cancelled=lambda: len(os.listdir(out_dir)) > 0)
     assert _files(out_dir) == []
+
+
+def test_an_overwrite_says_which_earlier_extra_output_it_leaves(scene, derived_model, tmp_path):
+    """A rerun with OVERWRITE but without the probabilities leaves the earlier run's
+    probabilities file (it never deletes what it does not write) and says so."""
+    out = tmp_path / "m.tif"
+    first = run_classification(ClassifyRequest(scene, derived_model, str(out),
+                                               probabilities=True))
+    old = first.extra_outputs["probabilities"]
+    before = os.path.getmtime(old), open(old, "rb").read()
+    second = run_classification(ClassifyRequest(scene, derived_model, str(out), overwrite=True))
+    assert "probabilities" not in second.extra_outputs
+    assert (os.path.getmtime(old), open(old, "rb").read()) == before
+    said = [m for m in second.messages if m.startswith(f"Warning: {old} is from an earlier run")]
+    assert said and "does not belong to the new map" in said[0]
+    manifest = json.load(open(second.manifest_path))
+    assert said[0] in manifest["messages"] and "probabilities" not in manifest["extra_outputs"]
+    third = run_classification(ClassifyRequest(scene, derived_model, str(out), overwrite=True,
+                                               probabilities=True))
+    assert not [m for m in third.messages if "from an earlier run" in m]
 
 
 @pytest.fixture(scope="module")

@@ -182,9 +182,11 @@ class ClassRasterWriter(AtomicGeoTiff):
     overview_resampling = "NEAREST"
 
     def __init__(self, path, grid, classes, confidence=False, description="",
-                 band_name="urban function class"):
+                 band_name="urban function class",
+                 confidence_name="confidence (max class probability, %)"):
         self.classes = classes
         self.band_name = band_name
+        self.confidence_name = confidence_name
         self.codes = np.array([c.code for c in classes], np.uint8)
         self.counts = np.zeros(len(classes), np.int64)
         self._found = np.zeros(256, np.int64)   # counts read back
@@ -207,7 +209,7 @@ class ClassRasterWriter(AtomicGeoTiff):
         if self.ds.RasterCount > 1:
             conf = self.ds.GetRasterBand(2)
             conf.SetNoDataValue(NODATA)
-            conf.SetDescription("confidence (max class probability, %)")
+            conf.SetDescription(self.confidence_name)
 
     def write_rows(self, row, probs, valid):
         """Write rows starting at ``row`` from probabilities [C, n, W] and a validity mask."""

@@ -134,6 +134,15 @@ def extra_output_paths(request, card):
     return {name: f"{stem}_{name}.tif" for name in names}
 
 
+def stale_extra_outputs(request, card, written):
+    """Files beside the output under the name of an extra output this run does not write
+    (e.g. the probabilities of an earlier run asked for them): never deleted, but said."""
+    stem = os.path.splitext(request.output_path)[0]
+    names = ["probabilities"] + [d.name for d in map_layout(card).derived]
+    return [f"{stem}_{n}.tif" for n in names
+            if n not in written and os.path.exists(f"{stem}_{n}.tif")]
+
+
 def written_derived(request, card):
     """The derived outputs this run writes beside the map (optional graph outputs only on
     request; for a model whose map is derived functions, its own classes: core.map_layout)."""
@@ -180,7 +189,8 @@ class _ClassSum:
         self.idx = idx
 
     def __call__(self, p, g):
-        return p[self.idx].sum(axis=0, keepdims=True)
+        # a sum of float32 probabilities can pass 1 by a rounding step
+        return np.minimum(p[self.idx].sum(axis=0, keepdims=True), 1.0)
 
 
 class _GraphOutput:
@@ -497,6 +507,9 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
     for path in [request.output_path] + list(extra_paths.values()) + \
             [manifest_path_for(request.output_path)]:
         remove_stale_partials(path, say)
+    for path in stale_extra_outputs(request, card, extra_paths):
+        say(f"Warning: {path} is from an earlier run and is left as it is: this run does not "
+            "write it, so it does not belong to the new map. Delete it, or ask for it again.")
     plan = plan_job(request, say, card)
     grid = plan.grid
     layout = map_layout(card)
@@ -533,14 +546,22 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 (plan.mode, plan.mode_note)
             if note:
                 say(note)
+            views = plan.views
+            if plan.patch_task:   # views only with a shared-trunk graph (not So2Sat's)
+                p = card.patch
+                views = p.views if p.trunk_stride and mode != "fast" else ("identity",)
             say(f"Inference mode: {MODE_LABELS[mode]}."
-                + (f" Views: {', '.join(plan.views)}." if len(plan.views) > 1 else ""))
+                + (f" Views: {', '.join(views)}." if len(views) > 1 else ""))
             inference_mode = mode
             writer = ClassRasterWriter(request.output_path, grid, layout.classes,
                                        confidence=request.confidence,
                                        description=f"Urban functions by {card.name} {card.version}"
                                        + (" (derived from its classes)"
-                                          if layout.derives_functions else ""))
+                                          if layout.derives_functions else ""),
+                                       confidence_name=(
+                                           "confidence (summed probability of the function, %)"
+                                           if layout.derives_functions else
+                                           "confidence (max class probability, %)"))
             extras = _extra_writers(request, card, grid, extra_paths)
             encode = StripEncoder(request, card)
 

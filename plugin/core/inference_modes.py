@@ -19,7 +19,7 @@ from .errors import InputError
 MODES = ("fast", "accurate", "windows")
 MODE_LABELS = {"fast": "fast (one view)",
                "accurate": "accurate (test-time views: flips and transpose, averaged)",
-               "windows": "per window (each window alone, test-time views; slowest)"}
+               "windows": "per window (each window alone; slowest)"}
 VIEWS = ("identity", "flip_x", "flip_y", "transpose")
 # (label, mode) for the dialog and Processing; None: the card's default
 MODE_CHOICES = (("The model's default", None),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .classes import FUNCTION_CLASSES
-from .model_card import DerivedOutput
+from .model_card import ClassInfo, DerivedOutput
 
 FUNCTIONS_OUTPUT = "urban_functions"   # the card's derived map of functions
 FUNCTION_KEYS = frozenset(c.key for c in FUNCTION_CLASSES)
@@ -21,8 +21,8 @@ FUNCTION_KEYS = frozenset(c.key for c in FUNCTION_CLASSES)
 @dataclass(frozen=True)
 class MapLayout:
     classes: tuple               # the classes of the map at the output path
-    groups: Optional[tuple]      # per class, indices into the model's classes summed for it;
-    #                              None: the model's own classes
+    groups: Optional[tuple]      # per class, indices into the model's classes summed for it
+    #                              (empty: never mapped); None: the model's own classes
     derived: tuple               # the DerivedOutputs that may be written beside it
     own_classes: Optional[str] = None   # the extra output holding the model's own classes
 
@@ -49,8 +49,16 @@ def map_layout(card):
         f"The {len(card.classes)} classes of {card.name} itself; the main map sums their "
         f"probabilities per function ({functions.description or functions.label}).",
         groups=tuple((c, (c.code,)) for c in card.classes))
-    return MapLayout(tuple(g for g, _ in functions.groups),
-                     tuple(tuple(index[c] for c in src) for _, src in functions.groups),
+    # all eight functions, also those no class of the model stands for (So2Sat: public
+    # services; never mapped, their group is empty): the category table, the legend and the
+    # reference classes of a validation sample are the same as with every other model
+    by_code = {g.code: (g, src) for g, src in functions.groups}
+    classes, groups = [], []
+    for f in FUNCTION_CLASSES:
+        g, src = by_code.get(f.code, (ClassInfo(f.code, f.key, f.label, f.color), ()))
+        classes.append(g)
+        groups.append(tuple(index[c] for c in src))
+    return MapLayout(tuple(classes), tuple(groups),
                      tuple(own if d is functions else d for d in derived), name)
 
 
