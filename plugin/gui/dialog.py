@@ -502,7 +502,7 @@ class ClassifyDialog(QDialog):
         from ..core.map_layout import map_layout
         layout = map_layout(card)
         classes = (f"a map of {len(layout.classes)} urban functions derived from its "
-                   f"{len(card.classes)} classes (written beside it)"
+                   f"{len(card.classes)} classes (its own class map is written beside it)"
                    if layout.derives_functions else f"{len(card.classes)} classes")
         self.model_info.setText(f"{escape(card.summary)}<br><small>Accepts: "
                                 f"{', '.join(accepted)}. {classes}, "
