@@ -396,6 +396,28 @@ def test_an_overwrite_says_which_earlier_extra_output_it_leaves(scene, derived_m
     assert not [m for m in third.messages if "from an earlier run" in m]
 
 
+def test_scoring_reads_a_map_that_covers_less_onto_the_labels_grid(scene, tiny_model, tmp_path):
+    """A trained model whose card leaves out an input maps only the other inputs' area, which
+    can be smaller than the training grid: its held-out cells outside that map are scored as
+    not mapped (wrong), not as an internal error."""
+    from plugin.core.grid import Grid, plan_grid
+    from plugin.core.model_card import read_card
+    from plugin.learning.labels import UNLABELLED
+    from plugin.learning.map_scores import classify_on_grid
+    s2 = {"s2_summer": scene["s2_summer"]}
+    g = plan_grid(read_card(tiny_model), s2)
+    wider = Grid(g.crs_wkt, g.left - 5 * g.cell, g.top + 5 * g.cell, g.cell, g.width + 10,
+                 g.height + 10)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inside = classify_on_grid(tiny_model, s2, g, str(tmp_path / "a"))
+    pred = classify_on_grid(tiny_model, s2, wider, str(tmp_path / "b"))
+    assert pred.shape == (wider.height, wider.width)
+    assert (pred[:5] == UNLABELLED).all() and (pred[:, -5:] == UNLABELLED).all()
+    assert np.array_equal(pred[5:-5, 5:-5], inside) and (inside != UNLABELLED).mean() > 0.9
+    assert os.listdir(tmp_path / "b") == [], "the scoring map is removed"
+
+
 @pytest.fixture(scope="module")
 def graph_output_model(tmp_path_factory):
     from onnx_factory import tiny_card_with_graph_outputs

@@ -36,32 +36,29 @@ def score(truth, pred):
 
 def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=None):
     """Class indices [H, W] (UNLABELLED where the map is empty) of ``model_path`` run by the
-    engine's classify over exactly ``grid``. The map holds our functions (for the So2Sat LCZ
-    model, those derived from its classes, on its own coarser grid: read onto ``grid``)."""
+    engine's classify over ``grid``. The map holds our functions. Where classify plans
+    another grid, the map is read onto ``grid`` (each cell takes the value under its centre;
+    outside the map, UNLABELLED, which scores as wrong on a labelled cell): So2Sat's functions
+    on its own coarser grid, or a model whose card leaves out an input (``ignored_inputs``),
+    whose map covers only the other inputs' area."""
     from osgeo import gdal
     from ..core.engine import ClassifyRequest, run_classification
-    from ..core.errors import ModelError
-    from ..core.map_layout import map_layout
     out = os.path.join(folder, "map.tif")
     res = run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
                                              output_path=out,
                                              extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
                                              inference_mode=inference_mode))
     made = [res.output_path, res.manifest_path, *res.extra_outputs.values()]
-    if map_layout(res.card).derives_functions:
-        pred = read_onto(out, grid)
-        _remove(made)
-        return pred
     ds = gdal.Open(out)
     gt = ds.GetGeoTransform()
-    if (ds.RasterXSize, ds.RasterYSize) != (grid.width, grid.height) or \
-            abs(gt[0] - grid.left) > 1e-6 or abs(gt[3] - grid.top) > 1e-6:
-        _remove(made)
-        raise ModelError("Internal error: classify planned another grid than the labels'.")
-    codes = ds.GetRasterBand(1).ReadAsArray()
+    same = (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height) and \
+        abs(gt[0] - grid.left) <= 1e-6 and abs(gt[3] - grid.top) <= 1e-6 and \
+        abs(gt[1] - grid.cell) <= 1e-9
+    codes = ds.GetRasterBand(1).ReadAsArray() if same else None
     ds = None
+    pred = _indices(codes) if same else read_onto(out, grid)
     _remove(made)
-    return _indices(codes)
+    return pred
 
 
 def _indices(codes):
