@@ -471,7 +471,7 @@ def test_dialog_imports_selects_and_runs_the_lcz_model(dialog, user_models, ketz
     try:
         dialog.set_input("s2_winter", layer)
         dialog.select_model(path)
-        out = tmp_path / "dialog_lcz.tif"
+        out = tmp_path / "dialog_so2sat.tif"
         dialog.output_file.setFilePath(str(out))
         dialog.probabilities.setChecked(True)
         done = []
@@ -483,6 +483,7 @@ def test_dialog_imports_selects_and_runs_the_lcz_model(dialog, user_models, ketz
         assert result is not None, main
         added = [main] + list(dialog.extra_layers.values())
         assert set(dialog.extra_layers) == {"probabilities", "settlement_extent", "lcz"}
+        assert main.name().startswith("dialog_so2sat (urban functions from So2Sat LCZ42")
         assert isinstance(main.renderer(), QgsPalettedRasterRenderer)
         assert "Water" in [c.label for c in main.renderer().classes()]
         assert isinstance(dialog.extra_layers["settlement_extent"].renderer(),
