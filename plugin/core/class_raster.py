@@ -176,6 +176,9 @@ def encode_values(values, valid):
     return np.where(valid[None], values, np.nan).astype(np.float32)
 
 
+MAX_PROBABILITY = "confidence (max class probability, %)"   # band 2 of a class map
+
+
 class ClassRasterWriter(AtomicGeoTiff):
     """Band 1: class codes (uint8, 0 = nodata); optional band 2: confidence in percent."""
     # NEAREST keeps class codes intact (GDAL 3.6 warns on MODE for paletted bands)
@@ -183,7 +186,7 @@ class ClassRasterWriter(AtomicGeoTiff):
 
     def __init__(self, path, grid, classes, confidence=False, description="",
                  band_name="urban function class",
-                 confidence_name="confidence (max class probability, %)"):
+                 confidence_name=MAX_PROBABILITY):
         self.classes = classes
         self.band_name = band_name
         self.confidence_name = confidence_name

@@ -546,10 +546,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                 (plan.mode, plan.mode_note)
             if note:
                 say(note)
-            views = plan.views
-            if plan.patch_task:   # views only with a shared-trunk graph (not So2Sat's)
-                p = card.patch
-                views = p.views if p.trunk_stride and mode != "fast" else ("identity",)
+            views = reader.views if plan.patch_task else plan.views
             say(f"Inference mode: {MODE_LABELS[mode]}."
                 + (f" Views: {', '.join(views)}." if len(views) > 1 else ""))
             inference_mode = mode
@@ -558,10 +555,7 @@ def run_classification(request: ClassifyRequest, progress: Optional[Callable] = 
                                        description=f"Urban functions by {card.name} {card.version}"
                                        + (" (derived from its classes)"
                                           if layout.derives_functions else ""),
-                                       confidence_name=(
-                                           "confidence (summed probability of the function, %)"
-                                           if layout.derives_functions else
-                                           "confidence (max class probability, %)"))
+                                       confidence_name=layout.confidence_name)
             extras = _extra_writers(request, card, grid, extra_paths)
             encode = StripEncoder(request, card)
 

@@ -11,6 +11,7 @@ it always speak of functions, whichever model was picked.
 from dataclasses import dataclass
 from typing import Optional
 
+from .class_raster import MAX_PROBABILITY
 from .classes import FUNCTION_CLASSES
 from .model_card import ClassInfo, DerivedOutput
 
@@ -29,6 +30,12 @@ class MapLayout:
     @property
     def derives_functions(self):
         return self.groups is not None
+
+    @property
+    def confidence_name(self):
+        """What band 2 (confidence) of the map holds."""
+        return ("confidence (summed probability of the function, %)" if self.derives_functions
+                else MAX_PROBABILITY)
 
 
 def map_layout(card):

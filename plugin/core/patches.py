@@ -130,6 +130,10 @@ class PatchReader(InputSet):
         self._chunk = None            # patches per inference call once a call took too long
         self.mode, self.mode_note = resolve_mode(card.patch, mode)
         self.shared = self.mode != "windows"
+        # test-time views: only a shared-trunk graph has them, in the accurate and per-window
+        # modes (a plain patch graph such as So2Sat's runs each window once)
+        p = card.patch
+        self.views = p.views if p.trunk_stride and self.mode != "fast" else ("identity",)
         super().__init__(card, inputs, grid, aoi)
 
     def read(self, col, row, ncols, nrows):
@@ -182,7 +186,7 @@ class PatchReader(InputSet):
             return session.run(name, feed)
 
         if self.shared:
-            views = p.views if self.mode == "accurate" else ("identity",)
+            views = self.views
             for x, cells in windows.values():
                 use = cells if only is None else cells & only
                 n = int(np.count_nonzero(use))
@@ -222,7 +226,7 @@ class PatchReader(InputSet):
                 batch = np.ascontiguousarray(view[:, rr[sl], cc[sl]].transpose(1, 0, 2, 3))
                 t = time.perf_counter()
                 if p.trunk_stride:   # the shared-trunk graph, one window at a time
-                    probs[sl] = classify_windows(run, p, batch, p.views)
+                    probs[sl] = classify_windows(run, p, batch, self.views)
                 else:
                     probs[sl] = run({p.input: batch})
                 self.trunk_pixels += batch.size // batch.shape[1] * (

@@ -14,8 +14,9 @@ LOG_TAG = "Urban Functions"
 
 def result_layer_name(result):
     stem = os.path.splitext(os.path.basename(result.output_path))[0]
+    from ..core.map_layout import map_layout
     # a map derived from another class scheme (So2Sat's LCZ) must not read as that scheme
-    derived = [c.name for c in result.classes] != [c.name for c in result.card.classes]
+    derived = map_layout(result.card).derives_functions
     return f"{stem} ({'urban functions from ' if derived else ''}{result.card.title})"
 
 

@@ -23,6 +23,12 @@ class BlockSplit:
     buffer_dropped: int        # labelled cells dropped from training by the buffer
     given: bool = False        # held-out ground given as rectangles (not drawn blocks)
 
+    def untrained_classes(self, n_classes):
+        """Indices of the classes that have no training cell."""
+        counts = np.bincount(self.train[self.train != UNLABELLED].ravel().astype(np.int64),
+                             minlength=n_classes)
+        return [i for i in range(n_classes) if counts[i] == 0]
+
     def summary(self):
         return {"held_out": "given rectangles" if self.given else "drawn blocks",
                 "block_cells": self.block_cells, "buffer_cells": self.buffer_cells,

@@ -41,7 +41,6 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=
     outside the map, UNLABELLED, which scores as wrong on a labelled cell): So2Sat's functions
     on its own coarser grid, or a model whose card leaves out an input (``ignored_inputs``),
     whose map covers only the other inputs' area."""
-    from osgeo import gdal
     from ..core.engine import ClassifyRequest, run_classification
     out = os.path.join(folder, "map.tif")
     res = run_classification(ClassifyRequest(inputs=inputs, model_path=model_path,
@@ -49,14 +48,7 @@ def classify_on_grid(model_path, inputs, grid, folder, aoi=None, inference_mode=
                                              extent=grid.bounds + (grid.crs_wkt,), aoi=aoi,
                                              inference_mode=inference_mode))
     made = [res.output_path, res.manifest_path, *res.extra_outputs.values()]
-    ds = gdal.Open(out)
-    gt = ds.GetGeoTransform()
-    same = (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height) and \
-        abs(gt[0] - grid.left) <= 1e-6 and abs(gt[3] - grid.top) <= 1e-6 and \
-        abs(gt[1] - grid.cell) <= 1e-9
-    codes = ds.GetRasterBand(1).ReadAsArray() if same else None
-    ds = None
-    pred = _indices(codes) if same else read_onto(out, grid)
+    pred = read_onto(out, grid)
     _remove(made)
     return pred
 

@@ -260,9 +260,7 @@ def train_patch_model(request, base, base_path, config, prep, inputs, t_start, s
     so2sat = is_so2sat_model(base)
     store = PatchStore(card, inputs, grid, request.aoi, stage(0.02, 0.08), is_cancelled)
     val_cells = (split.validation != UNLABELLED)
-    counts = np.bincount(split.train[split.train != UNLABELLED].ravel().astype(np.int64),
-                         minlength=len(ut.KEYS))
-    untaught = [k for k, n in zip(ut.KEYS, counts) if n == 0]
+    untaught = [ut.KEYS[i] for i in split.untrained_classes(len(ut.KEYS))]
     if untaught:
         # unlike the fusion network's, this classifier's classes come from a real-data model
         say(f"{', '.join(untaught)}: no training cells. The patch classifier can still predict "

@@ -720,9 +720,7 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     weights = class_weights_for(split.train, len(KEYS))
     # classes without a training cell are switched off in the exported model: what the base
     # (simulated scenes, or So2Sat's new head) says of them was neither taught nor checked here
-    train_counts = np.bincount(split.train[split.train != UNLABELLED].ravel().astype(np.int64),
-                               minlength=len(KEYS))
-    off = [i for i in range(len(KEYS)) if train_counts[i] == 0]
+    off = split.untrained_classes(len(KEYS))
     if off:
         say(f"Not predicted by the trained model: {', '.join(KEYS[i] for i in off)} (no "
             "training cells; switched off in the exported model, so its maps never show a "
