@@ -50,7 +50,7 @@ def validate(output, ground_truth, out_dir, seed):
     assessed = run_json("urbanfunctions:assessaccuracy", f"POINTS={points}",
                         "REFERENCE_FIELD=ref_class", f"RASTER={output}", f"OUTPUT_HTML={report}",
                         f"OUTPUT_JSON={os.path.join(out_dir, 'accuracy.json')}",
-                        f"OUTPUT_CSV={os.path.join(out_dir, 'accuracy.csv')}")
+                        f"OUTPUT_CSV={os.path.join(out_dir, 'accuracy.csv')}", "OVERWRITE=true")
     print(f"\nValidation: {int(created['N_POINTS'])} stratified random points ({points}),")
     print(f"  labelled from the sample city's ground truth ({sum(l is not None for l in labels)} labelled)")
     print(f"  Overall accuracy {float(assessed['OVERALL_ACCURACY']):.3f} "

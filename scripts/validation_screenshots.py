@@ -428,7 +428,7 @@ def main(argv=None):
         assessed = processing.run("urbanfunctions:assessaccuracy", {
             "POINTS": rel(points), "REFERENCE_FIELD": "ref_class", "RASTER": rel(output),
             "OUTPUT_HTML": rel(report), "OUTPUT_CSV": rel(os.path.join(work, "accuracy.csv")),
-            "OUTPUT_JSON": rel(os.path.join(work, "accuracy.json"))})
+            "OUTPUT_JSON": rel(os.path.join(work, "accuracy.json")), "OVERWRITE": True})
         oa = float(assessed["OVERALL_ACCURACY"])
         lo, hi = float(assessed["OA_CI_LOW"]), float(assessed["OA_CI_HIGH"])
         print(f"Overall accuracy {100 * oa:.1f} % ± {100 * (hi - oa):.1f} % (95 % CI "

@@ -53,7 +53,7 @@ def _write(path, array, gt, wkt, descriptions=None, nodata=None, dtype=gdal.GDT_
 
 
 def _points(path, wkt, xy, field="ref_class", values=None, ogr_type=ogr.OFTInteger):
-    srs = osr.SpatialReference(wkt=wkt)
+    srs = osr.SpatialReference(wkt=wkt) if wkt else None
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     lyr = ds.CreateLayer("points", srs=srs, geom_type=ogr.wkbPoint)
     lyr.CreateField(ogr.FieldDefn(field, ogr_type))
@@ -80,7 +80,8 @@ def ws(sample_city, model_path, tmp_path_factory):
     w.s2, w.ntl, w.vhr = inputs["s2"], inputs["ntl"], inputs["vhr"]
     src = gdal.Open(w.s2)
     gt, wkt = src.GetGeoTransform(), src.GetProjection()
-    s2 = src.ReadAsArray()[:, :60, :60]
+    s2_full = src.ReadAsArray()
+    s2 = s2_full[:, :60, :60]
     src = None
     names = [f"B{b}" for b in (2, 3, 4, 5, 6, 7, 8)] + ["B8A", "B11", "B12"]
     f = w.folder
@@ -133,6 +134,26 @@ def ws(sample_city, model_path, tmp_path_factory):
     w.labels_far = _points(f / "labels_far.gpkg", mwkt, [(x + 100000, y) for x, y in xy],
                            field="function", values=["residential"] * 40,
                            ogr_type=ogr.OFTString)
+    w.labels_one_class = _points(f / "labels_one_class.gpkg", mwkt, xy, field="function",
+                                 values=["residential"] * 40, ogr_type=ogr.OFTString)
+    w.labels_nocrs = _points(f / "labels_nocrs.gpkg", None, xy, field="function",
+                             values=["residential", "water"] * 20, ogr_type=ogr.OFTString)
+    # Sentinel-2 as reflectance 0-1 (float), and a raster holding one value everywhere
+    w.s2_unit = _write(f / "s2_reflectance_0_1.tif", s2.astype(np.float32) / 10000.0, gt, wkt,
+                       names, dtype=gdal.GDT_Float32)
+    w.nodata_full = _write(f / "allnodata_full.tif", np.zeros_like(s2_full), gt, wkt, names,
+                           nodata=0)
+    w.s2_const = _write(f / "s2_constant.tif", np.full_like(s2, 1000), gt, wkt, names)
+    w.map_latin1 = str(f / "class_map_latin1.csv")
+    with open(w.map_latin1, "wb") as fh:
+        fh.write("value,function\nWohngebiet,residential\nGewässer,water\n".encode("latin-1"))
+    w.map_twice = str(f / "class_map_twice.csv")
+    with open(w.map_twice, "w") as fh:
+        fh.write("value,function\nresidential,residential\nwater,water\n"
+                 "# later, by mistake\nwater,green_space\n")
+    w.map_ignore = str(f / "class_map_ignore.csv")
+    with open(w.map_ignore, "w") as fh:
+        fh.write("value,function\nresidential,ignore\nwater,ignore\n")
     models = root / "models"
     models.mkdir()
     w.broken_model = str(models / "broken-model.onnx")
@@ -206,6 +227,8 @@ CASES = {
     "existing-manifest": (C, lambda w, o: ((o / "map.manifest.json").write_text("{}"),
                                            classify(w, o))[1],
                           ["map.manifest.json", "already exists"]),
+    "output-in-proc": (C, lambda w, o: classify(w, o, OUTPUT="/proc/map.tif"),
+                       ["cannot write into", "/proc"]),
     "missing-output-folder": (C, lambda w, o: classify(w, o, OUTPUT=str(o / "no" / "m.tif")),
                               ["does not exist"]),
     "output-not-geotiff": (C, lambda w, o: classify(w, o, OUTPUT=str(o / "map.png")),
@@ -267,6 +290,41 @@ CASES = {
     "train-validation-share": (T, lambda w, o: train(w, o, VALIDATION_SHARE=2),
                                ["validation_share"]),
     "train-no-input": (T, lambda w, o: train(w, o, S2_SUMMER=None, NTL=None), ["input"]),
+    "train-output-tif": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                               OUTPUT_MODEL=str(o / "model.tif")),
+                         ["must be an .onnx", ".tif"]),
+    "train-output-folder": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                  OUTPUT_MODEL=str(o) + os.sep),
+                            ["is a folder"]),
+    "train-output-in-proc": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                   OUTPUT_MODEL="/proc/model.onnx"),
+                             ["cannot write into", "/proc"]),
+    "train-labels-without-crs": (T, lambda w, o: train(w, o, LABELS=w.labels_nocrs),
+                                 ["coordinate reference system"]),
+    "train-one-class": (T, lambda w, o: train(w, o, LABELS=w.labels_one_class),
+                        ["only one class", "at least two"]),
+    "train-class-map-not-utf8": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                       CLASS_MAP=w.map_latin1), ["utf-8"]),
+    "train-class-map-value-twice": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                          CLASS_MAP=w.map_twice),
+                                    ["mapped twice", "line 3", "line 5"]),
+    "train-class-map-all-ignored": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                          CLASS_MAP=w.map_ignore),
+                                    ["every value", "ignore"]),
+    "train-all-nodata": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                               S2_SUMMER=w.nodata_full, NTL=None),
+                         ["has data in any input"]),
+    "train-aoi-of-points": (T, lambda w, o: train(w, o, LABELS=w.labels_ok, AOI=w.points),
+                            ["area of interest", "no polygon"]),
+    "train-gpu-without-cuda": (T, lambda w, o: train(w, o, LABELS=w.labels_ok, DEVICE=2),
+                               ["cuda"]),
+    "s2-reflectance-0-1": (C, lambda w, o: classify(w, o, S2_SUMMER=w.s2_unit),
+                           ["reflectance 0-1", "10000"]),
+    "train-s2-reflectance-0-1": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
+                                                       S2_SUMMER=w.s2_unit),
+                                 ["reflectance 0-1", "10000"]),
+    "constant-raster": (C, lambda w, o: classify(w, o, S2_SUMMER=w.s2_const),
+                        ["same value", "no imagery"]),
     # --- validation points and accuracy
     "assess-points-off-the-map": (A, lambda w, o: assess(w, o, w.points_far),
                                   ["none of the 40", "outside"]),
@@ -322,6 +380,22 @@ def test_there_are_at_least_forty_cases():
 
 
 # --- faults beyond processing.run ----------------------------------------------------------
+def test_gdal_pam_switched_off_is_said_before_any_work(ws, out):
+    """A map keeps its class names in its .aux.xml: with GDAL_PAM_ENABLED=NO it cannot be
+    completed, and a training run would fail only after its epochs. Both refuse at once."""
+    import processing
+    from qgis.core import QgsProcessingException
+    gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")
+    try:
+        for alg, params in ((C, classify(ws, out)),
+                            (T, train(ws, out, LABELS=ws.labels_ok))):
+            with pytest.raises(QgsProcessingException, match="GDAL_PAM_ENABLED"):
+                processing.run(alg, params, feedback=CollectingFeedback())
+    finally:
+        gdal.SetConfigOption("GDAL_PAM_ENABLED", None)
+    check_untouched(ws, out)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (root only), nearly filled by the test itself."""

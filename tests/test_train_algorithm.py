@@ -406,6 +406,10 @@ def test_train_dialog_runs_as_a_task_with_progress_and_cancel(sample_city, tmp_p
         dlg.epochs.setValue(1)
         out = tmp_path / "dialog_model.onnx"
         dlg.output.setFilePath(str(out))
+        assert dlg.parameters()["OVERWRITE"] is False     # an existing model is never replaced
+        dlg.overwrite.setChecked(True)
+        assert dlg.parameters()["OVERWRITE"] is True
+        dlg.overwrite.setChecked(False)
         done = []
         dlg.finished_training.connect(lambda ok, r: done.append(ok))
         assert dlg.start() is not None and not dlg.train_button.isEnabled()

@@ -106,6 +106,46 @@ def test_own_class_map_file_and_its_errors(tmp_path):
         load_class_map(str(bad))
 
 
+def test_class_map_errors_name_the_file_lines(tmp_path):
+    # comments and blank lines count as lines: the numbers are the ones an editor shows
+    twice = tmp_path / "twice.csv"
+    twice.write_text("# zoning\nvalue,function\nWR,residential\n\nwr ,industrial\n")
+    with pytest.raises(InputError, match="'wr ' is mapped twice.*line 3.*line 5"):
+        load_class_map(str(twice))
+    same = tmp_path / "same.csv"    # the same mapping twice is harmless
+    same.write_text("value,function\nWR,residential\nwr,residential\n")
+    assert load_class_map(str(same)).lookup("WR") == "residential"
+    typo = tmp_path / "typo.csv"
+    typo.write_text("# a comment\nvalue,function\nWR,residential\n\nGE,industy\n")
+    with pytest.raises(InputError, match="line 5 maps 'GE' to 'industy'"):
+        load_class_map(str(typo))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("value,function\nGewässer,water\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8.*Save it as UTF-8"):
+        load_class_map(str(latin))
+
+
+def test_an_invalid_polygon_is_made_valid_and_counted(tmp_path):
+    # a bow-tie over 200 m x 200 m: unrepaired, its edges and interior burn wrong cells
+    x0, y0 = 330000.0, 5821700.0
+    bowtie = (f"POLYGON(({x0} {y0},{x0 + 200} {y0 + 200},{x0 + 200} {y0},{x0} {y0 + 200},"
+              f"{x0} {y0}))")
+    path = write_labels(tmp_path / "bowtie.gpkg", [(bowtie, "forest"),
+                                                   (box(330250, 5821750, 330350, 5821850),
+                                                    "water")])
+    ras = rasterise(read_label_file(path, "fclass"), load_class_map(), GRID, KEYS)
+    assert ras.repaired_features == 1
+    green = np.argwhere(ras.labels == KEYS.index("green_space"))
+    assert len(green) > 0
+    # every labelled cell lies inside one of the two triangles of the bow-tie (|dx| >= |dy|
+    # from its centre), none in the notches above and below the crossing point
+    cx, cy = x0 + 100, y0 + 100
+    for r, c in green:
+        x, y = GRID.left + (c + 0.5) * 10, GRID.top - (r + 0.5) * 10
+        assert abs(x - cx) >= abs(y - cy), (r, c)
+    assert 64 <= ras.counts["water"] <= 100     # the valid square is untouched
+
+
 def test_polygons_label_cells_fully_inside_in_another_crs(tmp_path):
     # a 100 m x 100 m square on the 10 m grid, offset by 5 m: 9 x 9 cells fully inside
     x0, y0 = 330105.0, 5821695.0

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr
+from osgeo import gdal, ogr, osr
 
 from rasters_factory import X0, Y0, write_raster
 
@@ -197,6 +197,43 @@ def test_create_label_assess_end_to_end(provider, rasters, tmp_path):
     assert res2["OVERALL_ACCURACY"] == pytest.approx(oa)
 
 
+def test_labelled_points_and_reports_are_never_replaced_unless_asked(provider, rasters,
+                                                                     tmp_path):
+    """A rerun of Create validation points onto the file being labelled would lose hours of
+    labels: it is refused before any work unless OVERWRITE is given; the same for the report."""
+    import processing
+    from qgis.core import QgsProcessingException
+    from plugin.validation.labelling import label_points_file
+    gpkg = tmp_path / "points.gpkg"
+    _create(rasters, gpkg)
+    labels = label_points_file(str(gpkg), rasters["truth"])
+    before = gpkg.read_bytes()
+    with pytest.raises(QgsProcessingException, match="already exists.*OVERWRITE=true"):
+        _create(rasters, gpkg, SEED=6)
+    assert gpkg.read_bytes() == before
+    again = _create(rasters, gpkg, SEED=6, OVERWRITE=True)
+    assert again["N_POINTS"] == 80 and gpkg.read_bytes() != before
+
+    html = tmp_path / "report.html"
+    html.write_text("<p>last month's assessment</p>")
+    label_points_file(str(gpkg), rasters["truth"])
+    params = {"POINTS": str(gpkg), "REFERENCE_FIELD": "ref_class", "RASTER": rasters["map"],
+              "OUTPUT_HTML": str(html)}
+    with pytest.raises(QgsProcessingException, match="report.html.*already exists"):
+        processing.run(f"{PROVIDER_ID}:assessaccuracy", params)
+    assert html.read_text() == "<p>last month's assessment</p>"
+    json_out = tmp_path / "numbers.json"
+    json_out.write_text("{}")
+    with pytest.raises(QgsProcessingException, match="numbers.json.*already exists"):
+        processing.run(f"{PROVIDER_ID}:assessaccuracy",
+                       dict(params, OUTPUT_HTML=str(tmp_path / "new.html"),
+                            OUTPUT_JSON=str(json_out)))
+    assert not (tmp_path / "new.html").exists()
+    res = processing.run(f"{PROVIDER_ID}:assessaccuracy", dict(params, OVERWRITE=True))
+    assert res["N_POINTS"] == len([v for v in labels if v is not None])
+    assert "<svg" in html.read_text(encoding="utf-8")
+
+
 def test_sample_size_from_target_se_and_other_designs(provider, rasters, tmp_path):
     from qgis.core import QgsVectorLayer
     res = _create(rasters, tmp_path / "se.gpkg", SAMPLE_SIZE=0, TARGET_SE=0.05,
@@ -287,6 +324,58 @@ def test_labelling_dock_saves_each_label(provider, rasters, tmp_path, iface):
         ds = ogr.Open(str(gpkg))
         assert all(not f.IsFieldNull("ref_class") for f in ds.GetLayer(0))
         ds = None
+    finally:
+        dock.cleanup()
+        dock.deleteLater()
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_labelling_dock_never_writes_into_a_field_it_picked_itself(provider, rasters, tmp_path,
+                                                                   iface):
+    """A points layer without ref_class: no field is chosen for the user (a key press would
+    overwrite plot ids), and the points' key and the sample design's fields are refused."""
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    from plugin.gui.labelling_dock import LabellingDock
+
+    path = tmp_path / "plots.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    lyr = ds.CreateLayer("plots", srs=srs, geom_type=ogr.wkbPoint)
+    for name in ("plot_id", "stratum", "my_ref"):
+        lyr.CreateField(ogr.FieldDefn(name, ogr.OFTInteger))
+    for i in range(5):
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT({X0 + 50 + 20 * i} {Y0 - 50})"))
+        f.SetField("plot_id", 100 + i)
+        f.SetField("stratum", 1)
+        lyr.CreateFeature(f)
+    ds = None
+    layer = QgsVectorLayer(str(path), "plots", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    dock = LabellingDock(iface, iface.mainWindow())
+
+    def values(field):
+        d = ogr.Open(str(path))
+        out = [f.GetField(field) for f in d.GetLayer(0)]
+        d = None
+        return out
+    try:
+        dock.set_layer(layer)
+        assert dock.field_name == ""
+        assert dock.label_current(3) is False
+        assert "no ref_class field" in dock.point_label.text()
+        for field, words in (("fid", "identifies the points"),
+                             ("stratum", "belongs to the sample design")):
+            dock.set_field(field)
+            assert dock.label_current(3) is False
+            assert words in dock.point_label.text()
+        assert values("plot_id") == [100, 101, 102, 103, 104]
+        assert values("stratum") == [1] * 5
+        dock.set_field("my_ref")          # a field the user chose
+        assert dock.label_current(3)
+        assert values("my_ref").count(3) == 1
     finally:
         dock.cleanup()
         dock.deleteLater()

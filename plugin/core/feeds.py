@@ -158,6 +158,58 @@ def check_plausible(info, spec, cell, min_cells=4):
             f"layer for {spec.label}?")
 
 
+# Sentinel-2 inputs whose card scales them by 1e-4 expect reflectance x 10000 (L1C or L2A):
+# a typical pixel reads a few hundred to a few thousand. Below REFLECTANCE_LOW once scaled, the
+# values are reflectance 0-1 (or otherwise divided); above REFLECTANCE_HIGH they are not
+# reflectance x 10000 at all (digital numbers of another product, radiance, a wrong scale).
+REFLECTANCE_LOW, REFLECTANCE_HIGH = 0.005, 1.5
+
+
+def check_values(src, info, spec, bands, nodata, max_side=256):
+    """A clear InputError for an input whose values cannot be what the model reads: the same
+    value in every pixel (no imagery), or Sentinel-2 values far outside reflectance x 10000
+    (reflectance 0-1 gives a confident, wrong map). From a decimated read of the selected
+    bands: no statistics are stored, so nothing is written beside the input."""
+    scale = max(info.width, info.height) / max_side
+    w = max(1, int(info.width / max(scale, 1)))
+    h = max(1, int(info.height / max(scale, 1)))
+    try:
+        arr = src.ReadAsArray(buf_xsize=w, buf_ysize=h, band_list=bands)
+    except RuntimeError:
+        return   # a damaged file: the tile reads say so with the layer's name
+    arr = np.asarray(arr, np.float64).reshape(len(bands), -1)
+    valid = np.all(np.isfinite(arr), axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~np.all(arr == nodata, axis=0)
+    if valid.sum() < 16:
+        return   # (almost) no data: the engine refuses a map without any, with its reason
+    arr = arr[:, valid]
+    name = os.path.basename(info.path)
+    group = modality_group(spec.modality)
+    # (night light may well be 0 everywhere over a dark rural clip: only imagery is checked)
+    if group in ("vhr", "s2") and np.all(arr.max(axis=1) == arr.min(axis=1)):
+        raise InputError(
+            f"{spec.label}: every pixel of {name} holds the same value ("
+            f"{', '.join(f'{v:g}' for v in arr[:, 0])}): it carries no imagery. Is it the right "
+            "layer, or is its nodata value not set?")
+    if group != "s2" or not np.isclose(spec.scale, 1e-4):
+        return
+    median = float(np.median(arr))
+    reflectance = median * spec.scale + spec.offset
+    if reflectance < REFLECTANCE_LOW:
+        raise InputError(
+            f"{spec.label}: the values of {name} are around {median:.3g}; the model reads "
+            "Sentinel-2 reflectance x 10000 (a typical pixel: a few hundred to a few thousand). "
+            "These look like reflectance 0-1: multiply the bands by 10000 (Raster Calculator, "
+            "or gdal_translate -scale 0 1 0 10000 -ot UInt16) and give that raster.")
+    if reflectance > REFLECTANCE_HIGH:
+        raise InputError(
+            f"{spec.label}: the values of {name} are around {median:.3g}; the model reads "
+            "Sentinel-2 reflectance x 10000 (a typical pixel: a few hundred to a few thousand, "
+            "at most about 15000 even in cloud). Give top-of-atmosphere (L1C) or surface (L2A) "
+            "reflectance x 10000, as ESA delivers it.")
+
+
 def normalize(x, spec, own_stats=None):
     """Raw values [B, h, w] -> what the model was trained on, as the card describes."""
     if own_stats is not None:
@@ -208,6 +260,10 @@ class ModalitySource:
         self.bands = select_bands(self.info, spec)
         self.grid = grid.with_cell(spec.gsd_m)
         src = gdal.Open(self.info.path, gdal.GA_ReadOnly)
+        src_nodata = self.info.nodata
+        if src_nodata is None and self.info.dtype in FLOAT_TYPES:
+            src_nodata = float("nan")
+        check_values(src, self.info, spec, self.bands, src_nodata)
         self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
         # an input already on the model's pixel grid is read as it is: the same values as the
         # warped read (a 1:1 resampling returns the pixels), about three times faster
@@ -216,9 +272,6 @@ class ModalitySource:
         if self._direct is not None:
             self.notes.append(f"{spec.label} lies on the model's {spec.gsd_m:g} m pixel grid: "
                               "read without resampling.")
-        src_nodata = self.info.nodata
-        if src_nodata is None and self.info.dtype in FLOAT_TYPES:
-            src_nodata = float("nan")
         # finer imagery in the output CRS is averaged in numpy (exact, about twice as fast as
         # the warper, whose time competes with onnxruntime's)
         self._area = None

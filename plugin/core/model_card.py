@@ -193,7 +193,12 @@ class ModelCard:
         warning."""
         info = self.raw.get("real_data_validation") or {}
         if self.validation_status == "validated":
-            return f"Validated on real data: {info.get('summary', '')}".strip()
+            line = f"Validated on real data: {info.get('summary', '')}".strip()
+            if not self.holds_up:
+                line += (" Warning: on its own held-out blocks it did not beat its comparisons "
+                         "(the RandomForest, the untrained model) or was compared with none, "
+                         "so it is never picked by default; its report says by how much.")
+            return line
         if self.validation_status == "simulation_only":
             return ("Warning: validated on simulated data only; " +
                     (info.get("summary") or "its maps of real places are not validated."))

@@ -19,7 +19,8 @@ from osgeo import gdal
 from .errors import InputError
 from .area_average import AreaAverageReader, area_average_geometry
 from .feeds import (FLOAT_TYPES, InputSet, aligned_offset, band_order_note, band_statistics,
-                    check_plausible, normalize, read_source, select_bands, warped_vrt)
+                    check_plausible, check_values, normalize, read_source, select_bands,
+                    warped_vrt)
 from .rasters import inspect_raster
 from .shared_trunk import classify_tile, classify_windows, resolve_mode, tile_pixels
 
@@ -42,6 +43,7 @@ class PatchSource:
         if nodata is None and self.info.dtype in FLOAT_TYPES:
             nodata = float("nan")
         self.nodata = nodata
+        check_values(src, self.info, spec, self.bands, nodata)
         self.notes = [n for n in [band_order_note(self.info, spec, self.bands)] if n]
         offset = aligned_offset(self.info, self.grid)
         geometry = (None if offset is not None else

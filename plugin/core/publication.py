@@ -23,11 +23,36 @@ def check_output_path(path, overwrite, inputs=()):
         if same_file(path, source):
             raise OutputError(f"{path!r} is one of the inputs; an input is never overwritten. "
                               "Choose another output name.")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"The output folder {folder!r} is not writable.")
+    check_writable_folder(folder)
+    check_pam()
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"{path!r} already exists; choose another name or allow overwriting "
                           "(OVERWRITE=true in Processing, --overwrite on the command line).")
+
+
+def check_writable_folder(folder):
+    """An OutputError unless a file can be created in ``folder``: os.access trusts the
+    permission bits, which some folders (/proc, read-only mounts) contradict."""
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"The output folder {folder!r} is not writable.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".urban_functions_probe_")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"Cannot write into the output folder {folder!r} ({exc.strerror}); "
+                          "choose another folder.") from None
+
+
+def check_pam():
+    """Maps keep their class names in a .aux.xml sidecar (GDAL's PAM): with PAM switched off
+    in the environment the map cannot be completed, so say so before any work."""
+    from osgeo import gdal
+    if (gdal.GetConfigOption("GDAL_PAM_ENABLED") or "YES").strip().upper() in (
+            "NO", "FALSE", "OFF", "0"):
+        raise OutputError("GDAL_PAM_ENABLED is set to NO in this environment: a map keeps its "
+                          "class names in its .aux.xml sidecar, which GDAL then cannot write. "
+                          "Unset GDAL_PAM_ENABLED (or set it to YES) and run again.")
 
 
 def same_file(a, b):

@@ -498,7 +498,7 @@ class ClassifyDialog(QDialog):
                 accepted.append(f"<b>{name}</b>" if m in chosen else name)
         from html import escape
         validation = card.validation_summary()
-        colour = "#a60" if validation.startswith("Warning") else "#262"
+        colour = "#a60" if "Warning" in validation else "#262"
         from ..core.map_layout import map_layout
         layout = map_layout(card)
         classes = (f"a map of {len(layout.classes)} urban functions derived from its "

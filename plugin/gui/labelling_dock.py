@@ -40,6 +40,8 @@ from qgis.PyQt.QtWidgets import (
 from ..core.classes import FUNCTION_CLASSES
 
 DEFAULT_FIELD = "ref_class"
+# the fields Create validation points writes beside ref_class: the dock never writes into them
+SAMPLE_FIELDS = ("point_id", "map_class", "map_label", "stratum", "weight", "incl_prob")
 DEFAULT_SCALE = 1500
 
 
@@ -120,6 +122,11 @@ class LabellingDock(QgsDockWidget):
         form.addRow("Points", self.layer_combo)
         self.field_combo = QgsFieldComboBox()
         self.field_combo.setFilters(QgsFieldProxyModel.Numeric)
+        # never a field picked for the user: the dock writes into it at the first key press
+        self.field_combo.setAllowEmptyFieldName(True)
+        self.field_combo.setToolTip(f"The integer field the labels are written into ("
+                                    f"{DEFAULT_FIELD}, as Create validation points makes it). "
+                                    "Its values are replaced as you label.")
         form.addRow("Reference field", self.field_combo)
         self.raster_combo = QgsMapLayerComboBox()
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
@@ -249,8 +256,8 @@ class LabellingDock(QgsDockWidget):
         self.layer = layer if isinstance(layer, QgsVectorLayer) else None
         self.field_combo.setLayer(self.layer)
         if self.layer is not None:
-            if self.layer.fields().indexFromName(DEFAULT_FIELD) >= 0:
-                self.field_combo.setField(DEFAULT_FIELD)
+            has_default = self.layer.fields().indexFromName(DEFAULT_FIELD) >= 0
+            self.field_combo.setField(DEFAULT_FIELD if has_default else "")
             self.layer.featureAdded.connect(self._reload)
             self.layer.featureDeleted.connect(self._reload)
         self._reload()
@@ -417,7 +424,13 @@ class LabellingDock(QgsDockWidget):
             return False
         idx = self.layer.fields().indexFromName(self.field_name) if self.field_name else -1
         if idx < 0:
-            self._message("Choose the reference field first.")
+            self._message(f"Choose the reference field first ('{self.layer.name()}' has no "
+                          f"{DEFAULT_FIELD} field: add an integer field {DEFAULT_FIELD}, or pick "
+                          "the field the labels go into).")
+            return False
+        problem = self._not_writable(idx)
+        if problem:
+            self._message(problem)
             return False
         before = self._value(fid)
         layer = self.layer
@@ -446,6 +459,17 @@ class LabellingDock(QgsDockWidget):
                 self._message("Every point is labelled: run Assess map accuracy "
                               "(Processing toolbox, Urban Functions > Validation).", info=True)
         return True
+
+    def _not_writable(self, idx):
+        """Why labels must not go into field ``idx`` (the layer's key, or a field of the sample
+        design that the accuracy estimates read), or ''."""
+        name = self.layer.fields().at(idx).name()
+        if idx in self.layer.primaryKeyAttributes() or name.lower() == "fid":
+            return f"'{name}' identifies the points: choose another reference field."
+        if name in SAMPLE_FIELDS:
+            return (f"'{name}' belongs to the sample design (Assess map accuracy reads it): "
+                    f"choose {DEFAULT_FIELD} or another field for the labels.")
+        return ""
 
     def _message(self, text, info=False):
         self.point_label.setText(text)

@@ -18,11 +18,13 @@ from qgis.core import (
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
@@ -144,7 +146,15 @@ class TrainDialog(QDialog):
         form.addRow("Start from", self.base_combo)
         form.addRow("Time limit", self.minutes)
         form.addRow("Epochs", self.epochs)
-        form.addRow("Output model", self.output)
+        self.overwrite = QCheckBox("Overwrite")
+        self.overwrite.setToolTip("Replace a model of that name (and its card, metrics and "
+                                  "report); off, an existing file is never touched.")
+        out_row = QWidget()
+        out_lay = QHBoxLayout(out_row)
+        out_lay.setContentsMargins(0, 0, 0, 0)
+        out_lay.addWidget(self.output, 1)
+        out_lay.addWidget(self.overwrite)
+        form.addRow("Output model", out_row)
         lay.addWidget(settings)
 
         # always visible below the scroll area: progress, status and the buttons
@@ -230,7 +240,8 @@ class TrainDialog(QDialog):
         params["EPOCHS"] = int(self.epochs.value())
         out = self.output.filePath().strip()
         if out:
-            params["OUTPUT_MODEL"] = out if out.lower().endswith(".onnx") else out + ".onnx"
+            params["OUTPUT_MODEL"] = out   # the algorithm adds .onnx or refuses another type
+            params["OVERWRITE"] = self.overwrite.isChecked()
         return params
 
     def problem(self, params):

@@ -79,23 +79,35 @@ def wrong_field_words(field):
 
 
 def load_class_map(path=None):
-    """The table in ``path`` (default: the bundled one); clear errors for a malformed file."""
+    """The table in ``path`` (default: the bundled one); clear errors for a malformed file,
+    naming its line numbers as an editor shows them."""
     path = path or DEFAULT_CLASS_MAP
     if not os.path.isfile(path):
         raise InputError(f"Class map file not found: {path!r}.")
-    table = {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = [line for line in f if line.strip() and not line.lstrip().startswith("#")]
-    rows = list(csv.reader(lines))
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["value", "function"]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"Class map {path}: not UTF-8 text ({exc.reason} at byte {exc.start}). "
+                         "Save it as UTF-8 (CSV UTF-8 in a spreadsheet).") from exc
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    rows = [(n, row) for (n, _), row in zip(numbered, csv.reader(line for _, line in numbered))]
+    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["value", "function"]:
         rows = rows[1:]
-    for n, row in enumerate(rows, 1):
+    table, where = {}, {}
+    for n, row in rows:
         if len(row) < 2 or not row[0].strip():
-            raise InputError(f"Class map {path}: row {n} ({','.join(row)!r}) must be "
+            raise InputError(f"Class map {path}: line {n} ({','.join(row)!r}) must be "
                              "'value,function'.")
         function = normalise_value(row[1])
         if function != IGNORE and function not in CLASS_BY_KEY:
-            raise InputError(f"Class map {path}: row {n} maps {row[0]!r} to {row[1]!r}, which "
+            raise InputError(f"Class map {path}: line {n} maps {row[0]!r} to {row[1]!r}, which "
                              f"is not one of {', '.join(CLASS_BY_KEY)} or ignore.")
-        table[normalise_value(row[0])] = function
+        value = normalise_value(row[0])
+        if value in table and table[value] != function:
+            raise InputError(f"Class map {path}: {row[0]!r} is mapped twice, to "
+                             f"{table[value]!r} on line {where[value]} and to {function!r} on "
+                             f"line {n}. Keep one of the two lines.")
+        table[value], where[value] = function, n
     return ClassMap(table, path)

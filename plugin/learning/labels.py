@@ -54,20 +54,44 @@ class LabelSet:
         for wkb, _ in self.features:
             g = ogr.CreateGeometryFromWkb(wkb)
             if ct is not None:
-                g.Transform(ct)
+                transform_geometry(g, ct, self)
             x0, x1, y0, y1 = g.GetEnvelope()
             env = (x0, y0, x1, y1) if env is None else (
                 min(env[0], x0), min(env[1], y0), max(env[2], x1), max(env[3], y1))
         return env
 
 
+def has_no_crs(wkt):
+    """No CRS, or GeoPackage's placeholders for none ('Undefined geographic/Cartesian SRS')."""
+    return not (wkt or "").strip() or srs_from_wkt(wkt).GetName().lower().startswith(
+        "undefined")
+
+
 def _transform(src_wkt, dst_wkt):
+    if has_no_crs(src_wkt):
+        raise InputError("Labels: the label layer has no coordinate reference system: assign "
+                         "the right one (Layer Properties > Source, or Assign projection).")
     src, dst = srs_from_wkt(src_wkt), srs_from_wkt(dst_wkt)
     if src.IsSame(dst):
         return None
     for s in (src, dst):
         s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return osr.CoordinateTransformation(src, dst)
+
+
+def transform_geometry(g, ct, labelset):
+    """``g`` reprojected in place; a clear error when its coordinates cannot be in the layer's
+    CRS (a layer without a CRS that QGIS took for WGS 84, or a wrong CRS)."""
+    x0, x1, y0, y1 = g.GetEnvelope()
+    try:
+        g.Transform(ct)
+    except RuntimeError as exc:
+        srs = srs_from_wkt(labelset.crs_wkt)
+        raise InputError(
+            f"Labels: the features of {labelset.name!r} cannot be reprojected from its CRS "
+            f"({srs.GetName() or 'unnamed'}): coordinates such as ({x0:.6g}, {y0:.6g}) do not "
+            "belong to it. The layer probably has no CRS or a wrong one: assign the right one "
+            f"(Layer Properties > Source). ({exc})") from exc
 
 
 def features_sha256(features):
@@ -103,8 +127,9 @@ def read_label_file(path, field, layer=None):
         raise InputError(f"Labels: {path!r} has no field {field!r}; its fields are "
                          f"{', '.join(names) or 'none'}.")
     srs = lyr.GetSpatialRef()
-    if srs is None:
-        raise InputError(f"Labels: {path!r} has no coordinate reference system.")
+    if srs is None or has_no_crs(srs.ExportToWkt()):
+        raise InputError(f"Labels: {path!r} has no coordinate reference system: assign the "
+                         "right one (Layer Properties > Source, or Assign projection).")
     feats = []
     for f in lyr:
         g = f.GetGeometryRef()
@@ -123,6 +148,7 @@ class Rasterised:
     conflict_cells: int        # cells claimed by two classes (left unlabelled)
     outside_features: int      # features outside the grid
     empty_features: int = 0    # features whose label value is empty (NULL or blank): unused
+    repaired_features: int = 0  # invalid polygons (self-intersecting...) made valid first
 
 
 def is_empty_label(value):
@@ -160,13 +186,13 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
             continue
         g = ogr.CreateGeometryFromWkb(wkb)
         if ct is not None:
-            g.Transform(ct)
+            transform_geometry(g, ct, labelset)
         groups.setdefault(key, []).append(g)
     index = {k: i for i, k in enumerate(class_keys)}
     claimed = np.zeros((grid.height, grid.width), np.int16)
     labels = np.full((grid.height, grid.width), UNLABELLED, np.int16)
     gx0, gy0, gx1, gy1 = grid.bounds
-    outside = 0
+    outside = repaired = 0
     for key, geoms in groups.items():
         if key not in index:
             raise InputError(f"Labels: the class {key!r} is not a class of this model "
@@ -184,6 +210,12 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
                              ogr.wkbMultiPolygon):
                 raise InputError("Labels must be polygons or points; a feature is "
                                  f"{ogr.GeometryTypeToName(gtype)}.")
+            if gtype in (ogr.wkbPolygon, ogr.wkbMultiPolygon) and not _is_valid(g):
+                # a bow-tie or self-touching ring would burn (and edge) the wrong cells
+                g = polygons_of(g.MakeValid())
+                repaired += 1
+                if g is None:
+                    continue
             feat = ogr.Feature(areas.GetLayerDefn())
             feat.SetGeometry(g)
             areas.CreateFeature(feat)
@@ -202,4 +234,31 @@ def rasterise(labelset, class_map, grid, class_keys=KEYS):
         counts[key] = int((labels == index[key]).sum())
     return Rasterised(labels, dict(counts), {k: len(v) for k, v in groups.items()}, ignored,
                       int((claimed > 1).sum()), outside,
-                      len(labelset.features) - len(given))
+                      len(labelset.features) - len(given), repaired)
+
+
+def _is_valid(geometry):
+    """GEOS validity without its 'Self-intersection at or near…' warning on stderr."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return geometry.IsValid()
+    finally:
+        gdal.PopErrorHandler()
+
+
+def polygons_of(geometry):
+    """The polygonal part of ``geometry`` (MakeValid may return a collection with lines) as a
+    MultiPolygon, or None when there is none."""
+    out = ogr.Geometry(ogr.wkbMultiPolygon)
+    parts = [geometry] if geometry.GetGeometryCount() == 0 else \
+        [geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
+    for part in parts:
+        t = ogr.GT_Flatten(part.GetGeometryType())
+        if t == ogr.wkbPolygon:
+            out.AddGeometry(part)
+        elif t in (ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
+            sub = polygons_of(part)
+            if sub is not None:
+                for i in range(sub.GetGeometryCount()):
+                    out.AddGeometry(sub.GetGeometryRef(i))
+    return out if out.GetGeometryCount() else None

@@ -221,8 +221,9 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, budget, de
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-            progress((epoch + (step + 1) / STEPS_PER_EPOCH) / epochs, f"Epoch {epoch + 1} of "
-                     f"{epochs}")
+            progress((epoch + (step + 1) / STEPS_PER_EPOCH) / epochs,
+                     f"Epoch {epoch + 1} of {epochs}" if epochs_cap or epoch else
+                     "Epoch 1 (timed: the epochs that fit the time limit follow)")
         epoch += 1
         pred = np.full(val_labels.shape, UNLABELLED, np.int16)
         pred[vr, vc] = predict_cells(net, store, vr, vc, device)
@@ -259,6 +260,7 @@ def train_patch_model(request, base, base_path, config, prep, inputs, t_start, s
     card, grid, split = prep.card, prep.grid, prep.split
     so2sat = is_so2sat_model(base)
     store = PatchStore(card, inputs, grid, request.aoi, stage(0.02, 0.08), is_cancelled)
+    ut.check_label_data(store.cells, split, say)
     val_cells = (split.validation != UNLABELLED)
     untaught = [ut.KEYS[i] for i in split.untrained_classes(len(ut.KEYS))]
     if untaught:

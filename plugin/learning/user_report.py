@@ -21,7 +21,9 @@ def _runs(metrics):
     out = [("Trained model", metrics["validation"])]
     for key, label in RUNS[1:]:
         if key in metrics.get("comparisons", {}):
-            out.append((label, metrics["comparisons"][key]))
+            run = metrics["comparisons"][key]
+            # which model was the untrained start: the base, or So2Sat as imported
+            out.append((f"{label}: {run['model']}" if run.get("model") else label, run))
     return out
 
 

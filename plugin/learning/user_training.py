@@ -121,8 +121,9 @@ def check_outputs(request):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"The output folder {folder!r} does not exist.")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"The output folder {folder!r} is not writable.")
+    from ..core.publication import check_pam, check_writable_folder
+    check_writable_folder(folder)
+    check_pam()   # the checks through classify write maps
     protected = {os.path.realpath(p) for p in request.inputs.values() if p}
     for p in (request.labels.source, request.base_model, request.class_map_path):
         if p and os.path.exists(p):
@@ -131,7 +132,8 @@ def check_outputs(request):
         if os.path.realpath(p) in protected:
             raise OutputError(f"{p!r} is one of the inputs; it is never overwritten.")
         if os.path.exists(p) and not request.overwrite:
-            raise OutputError(f"{p!r} already exists; choose another name or allow overwriting.")
+            raise OutputError(f"{p!r} already exists; choose another name or allow overwriting "
+                              "(OVERWRITE=true; in Train on my area, tick Overwrite).")
 
 
 def _python_for_torch():
@@ -372,7 +374,8 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
             opt.step()
             losses.append(float(loss.detach()))
             done = (epoch + (step + 1) / STEPS_PER_EPOCH) / epochs
-            progress(done, f"Epoch {epoch + 1} of {epochs}")
+            progress(done, f"Epoch {epoch + 1} of {epochs}" if epochs_cap or epoch else
+                     "Epoch 1 (timed: the epochs that fit the time limit follow)")
         epoch += 1
         t_score = time.perf_counter()
         pred = predict(model, feeds, present, device, where=val_labels != UNLABELLED,
@@ -515,6 +518,62 @@ def _on_grid_lines(rects, grid, tol=1e-6):
         all(on(y, grid.top) for r in rects for y in (r[1], r[3]))
 
 
+def no_labelled_cell_words(labelset, ras, class_map, grid):
+    """Why no cell is labelled, in the order a user would check it."""
+    if ras.empty_features == labelset.count:
+        return (f"No grid cell is labelled: every feature of {labelset.name!r} has an empty "
+                f"{labelset.field!r} value. Is it the field that holds the classes?")
+    if ras.ignored_features == labelset.count - ras.empty_features:
+        return (f"No grid cell is labelled: the class map ({class_map.path}) maps every value "
+                f"of {labelset.field!r} to ignore.")
+    if ras.outside_features == labelset.count - ras.empty_features - ras.ignored_features:
+        return ("No grid cell is labelled: no label feature lies over the training grid (the "
+                "inputs, the extent or the area of interest).")
+    return ("No grid cell is labelled: polygons must hold whole "
+            f"{grid.cell:g} m cells and lie over the input rasters.")
+
+
+def check_split_classes(split, ras, say):
+    """Training needs two classes with training cells; a class whose labels all lie in the
+    held-out ground cannot be learnt, and every held-out cell of it counts as wrong: say so."""
+    untrained = set(split.untrained_classes(len(KEYS)))
+    trained = [KEYS[i] for i in range(len(KEYS)) if i not in untrained]
+    held = np.unique(split.validation[split.validation != UNLABELLED])
+    lost = [KEYS[i] for i in held if i in untrained]
+    where = "the given held-out rectangles" if split.given else "the held-out blocks"
+    if len(trained) < 2:
+        have = trained[0] if trained else "none"
+        raise InputError(
+            f"Only one class has training cells ({have}): a model needs at least two. "
+            + (f"The labels of {', '.join(lost)} all lie in {where} or their buffer: label "
+               "them in more places, or " if lost else "Label at least two classes, or ")
+            + "move the held-out ground (another SEED, smaller BLOCK_SIZE).")
+    if lost:
+        say(f"Warning: every label of {', '.join(lost)} lies in {where} or their buffer: "
+            "training sees no cell of these classes, so the held-out figures score them "
+            "untrained. Label them in more places, or move the held-out ground (another SEED, "
+            "another BLOCK_SIZE).")
+
+
+def check_label_data(has_data, split, say):
+    """Labelled cells where no input has data (nodata, outside the rasters) teach nothing and
+    cannot be mapped: refuse when none is left on either side, say how many otherwise."""
+    for name, labels in (("training", split.train), ("held-out", split.validation)):
+        labelled = labels != UNLABELLED
+        n = int(labelled.sum())
+        bare = int((labelled & ~has_data).sum())
+        if n and bare == n:
+            raise InputError(
+                f"None of the {n} labelled {name} cells has data in any input raster (nodata "
+                "or outside them): check that the rasters cover the labels and that their "
+                "nodata value is right.")
+        if bare:
+            say(f"Warning: {bare} of the {n} labelled {name} cells have no data in any input "
+                "raster (nodata or outside them)" + (
+                    ": they are not trained on." if name == "training" else
+                    ": the held-out figures count them as wrong."))
+
+
 # ------------------------------------------------------------------------------- the job
 @dataclass
 class Prepared:
@@ -552,14 +611,22 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
     try:
         grid = plan_grid(card, inputs, extent, request.aoi)
     except InputError as exc:
-        raise InputError(f"The labels do not overlap the input rasters ({exc})") from exc
+        what = ("The labels, the extent or the area of interest do not" if
+                request.extent is not None or request.aoi is not None else "The labels do not")
+        raise InputError(f"{what} overlap the input rasters ({exc})") from exc
     say(f"Training grid: {grid.width} x {grid.height} cells of {grid.cell:g} m.")
     outer_progress(0.01, "Rasterising the labels")
     ras = rasterise(labelset, class_map, grid, KEYS)
+    if ras.empty_features:
+        say(f"{ras.empty_features} label features with an empty {labelset.field!r} value are "
+            "not used.")
+    if ras.repaired_features:
+        say(f"{ras.repaired_features} invalid label polygons (self-intersecting or similar) "
+            "were made valid before use; check them (Vector > Geometry Tools > Check "
+            "Validity).")
     total_labelled = sum(ras.counts.values())
     if total_labelled == 0:
-        raise InputError("No grid cell is labelled: polygons must hold whole "
-                         f"{grid.cell:g} m cells and lie over the input rasters.")
+        raise InputError(no_labelled_cell_words(labelset, ras, class_map, grid))
     none = [k for k in KEYS if ras.counts[k] == 0]
     few = [k for k in KEYS if 0 < ras.counts[k] < MIN_CELLS_PER_CLASS]
     say("Labelled cells per class: " + ", ".join(f"{k} {ras.counts[k]}" for k in KEYS
@@ -571,9 +638,6 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
     if few:
         say(f"Warning: few labels (under {MIN_CELLS_PER_CLASS} cells) for {', '.join(few)}: "
             "their figures are unreliable; label more where you can.")
-    if ras.empty_features:
-        say(f"{ras.empty_features} label features with an empty {labelset.field!r} value are "
-            "not used.")
     if ras.conflict_cells:
         say(f"{ras.conflict_cells} cells claimed by two classes are left unlabelled.")
 
@@ -610,6 +674,13 @@ def prepare(request, base, inputs, say=print, outer_progress=lambda f, m="": Non
     say(f"Spatial hold-out: {_held_out_words(split, request)} for validation ({n_val} cells), "
         f"{n_train} training cells; {split.buffer_dropped} cells within {split.buffer_cells} "
         "cells of held-out ground are not used.")
+    check_split_classes(split, ras, say)
+    if split.buffer_dropped > 2 * n_train:
+        say(f"Warning: the buffer around the held-out ground takes {split.buffer_dropped} "
+            f"labelled cells out of training, leaving {n_train}: "
+            + ("fewer, larger held-out rectangles keep more." if split.given else
+               f"blocks of {request.block_m:g} m are small beside the buffer of "
+               f"{split.buffer_cells} cells; larger blocks (BLOCK_SIZE) keep more."))
 
     return Prepared(raw, card, grid, ras, split, receptive, class_map)
 
@@ -632,6 +703,9 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
 
     t_start = time.perf_counter()
     check_outputs(request)
+    if request.epochs:
+        say(f"{request.epochs} epoch(s), as EPOCHS asks: the time limit (MAX_MINUTES) is not "
+            "applied.")
     from ..core.publication import remove_stale_partials
     for path in outputs_for(os.path.abspath(request.output_path)).values():
         remove_stale_partials(path, say)
@@ -645,6 +719,14 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
                          "Plugins > Urban Functions > Install dependencies…, tick 'Also PyTorch "
                          "and scikit-learn' and press Install (no restart needed); in a source "
                          "checkout: make setup. Classify works without it.") from exc
+    _device(request.device, torch)   # a GPU asked for and absent: say so before any work
+    same = {}
+    for m, p in sorted(inputs.items()):
+        same.setdefault(os.path.realpath(p), []).append(m)
+    for p, ms in same.items():
+        if len(ms) > 1:
+            say(f"Warning: {' and '.join(ms)} are the same file ({os.path.basename(p)}): the "
+                "model learns nothing from a repeated input; give each season its own scene.")
     base, base_path, config = load_base(request.base_model)
     if is_scene_model(base) or is_so2sat_model(base):
         if request.s2_trunk:
@@ -672,6 +754,8 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
     feeds = read_grid_feeds(card, inputs, grid, request.aoi, progress=stage(0.02, 0.08),
                             is_cancelled=is_cancelled)
     present = feeds.present
+    if card.mask_input:   # the fusion network's per-cell input mask
+        check_label_data(feeds.mask.max(axis=0) > 0, split, say)
     val_cells = split.validation != UNLABELLED
 
     comparisons = {}
@@ -709,6 +793,17 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         n = net.s2_trunk.load_onnx(request.s2_trunk)
         say(f"Sentinel-2 stream from the So2Sat LCZ42 network ({n:,} parameters); the rest "
             f"from {base.name}.")
+        # the untrained start of this stream is the imported model itself: its own map (LCZ
+        # summed per function), as classify makes it from the Sentinel-2 inputs
+        outer_progress(0.09, "Scoring the imported So2Sat model")
+        with tempfile.TemporaryDirectory(prefix="urban_functions_base_") as tmp:
+            comparisons["untrained_base"] = dict(
+                _engine_scores(request.s2_trunk, {m: p for m, p in inputs.items()
+                                                  if m.startswith("s2_")},
+                               grid, split.validation, tmp, request.aoi),
+                model="So2Sat LCZ42 as imported (LCZ -> functions)")
+        say("So2Sat LCZ42 as imported (LCZ -> functions) on the held-out blocks (through "
+            f"classify): OA {comparisons['untrained_base']['overall_accuracy']:.3f}.")
     elif mode != SCRATCH:
         # scoring leaves the weights as they are: the same network is then trained
         pred = predict(SubsetFusionModel(net, modalities).to(device), feeds, present, device,
@@ -716,11 +811,12 @@ def run_training(request: TrainRequest, progress=None, is_cancelled=None, log=No
         comparisons["untrained_base"] = dict(score(split.validation, pred), model=base.name)
         say(f"Untrained {base.name} on the held-out blocks: OA "
             f"{comparisons['untrained_base']['overall_accuracy']:.3f}.")
-    model = SubsetFusionModel(net, modalities).to(device)
     weights = class_weights_for(split.train, len(KEYS))
     # classes without a training cell are switched off in the exported model: what the base
-    # (simulated scenes, or So2Sat's new head) says of them was neither taught nor checked here
+    # (simulated scenes, or So2Sat's new head) says of them was neither taught nor checked here.
+    # The held-out scores during training see the same (the loss sees the raw logits).
     off = split.untrained_classes(len(KEYS))
+    model = SubsetFusionModel(net, modalities, off_classes=off).to(device)
     if off:
         say(f"Not predicted by the trained model: {', '.join(KEYS[i] for i in off)} (no "
             "training cells; switched off in the exported model, so its maps never show a "
@@ -879,12 +975,18 @@ def _device(choice, torch):
 
 def holds_up(trained, comparisons):
     """Whether the trained model scores at least as well as every comparison on the held-out
-    cells (overall agreement)."""
-    return all(trained["overall_accuracy"] >= c["overall_accuracy"]
-               for c in comparisons.values() if c)
+    cells (overall agreement); a model compared with nothing has not shown that it does."""
+    done = [c for c in comparisons.values() if c]
+    return bool(done) and all(trained["overall_accuracy"] >= c["overall_accuracy"]
+                              for c in done)
 
 
 def _warn_if_worse(trained, comparisons, say):
+    if not any(comparisons.values()):
+        say("Warning: the trained model was compared with nothing on the held-out blocks (no "
+            "RandomForest baseline, no untrained model), so it has not shown that it holds up: "
+            "classify will not pick it by default (name it to use it anyway). Train with the "
+            "baseline on (BASELINE) to compare it.")
     for key, label in (("random_forest", "the RandomForest baseline"),
                        ("untrained_base", "the untrained base model")):
         other = comparisons.get(key)
@@ -921,8 +1023,8 @@ def _publish(tmp, staged, paths, overwrite):
     try:
         for kind in kinds:
             src = staged if kind == "model" else os.path.join(tmp, kind)
-            parts.append(partial_file(paths[kind], os.path.splitext(paths[kind])[1]))
             try:
+                parts.append(partial_file(paths[kind], os.path.splitext(paths[kind])[1]))
                 shutil.copyfile(src, parts[-1])
             except OSError as exc:
                 raise OutputError(f"Cannot write {paths[kind]!r}: {exc.strerror}. Nothing was "

@@ -386,7 +386,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
             summary = entry.card.validation_summary()
-            (feedback.pushWarning if summary.startswith("Warning") and
+            (feedback.pushWarning if "Warning" in summary and
              hasattr(feedback, "pushWarning") else feedback.pushInfo)(summary)
             last = {"text": None}
 

@@ -40,6 +40,21 @@ from .lcz_algorithms import GROUP, GROUP_ID
 SO2SAT = "so2sat"
 
 
+def model_output_path(out):
+    """The .onnx path the user gave; a path without extension gets .onnx, a folder or another
+    extension is refused (a model named 'x.tif.onnx' beside a raster is never what was meant)."""
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        raise QgsProcessingException(f"Output model: {out!r} is a folder; give a file name "
+                                     "ending in .onnx (or leave it empty for the user models "
+                                     "folder).")
+    ext = os.path.splitext(out)[1].lower()
+    if ext == ".onnx":
+        return out
+    if ext:
+        raise QgsProcessingException(f"Output model: {out!r} must be an .onnx file, not {ext}.")
+    return out + ".onnx"
+
+
 def unique_model_path(folder, stem):
     """``folder/stem.onnx``, or ``stem-2.onnx``... when taken (a default name never overwrites)."""
     path = os.path.join(folder, f"{stem}.onnx")
@@ -242,20 +257,21 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"Labels: no field {field!r}; the layer has "
                                          f"{', '.join(source.fields().names())}.")
         name = layer.name() if layer is not None else "labels"
-        labels = qgis_inputs.label_set(source, field, name, qgis_inputs.vector_layer_path(layer))
         out = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if qgis_inputs.is_unset(parameters.get(self.OUTPUT_MODEL)) or not out:
             folder = user_models_dir()
             os.makedirs(folder, exist_ok=True)
             out = unique_model_path(folder, slug(name))
-        elif not out.lower().endswith(".onnx"):
-            out += ".onnx"
+        else:
+            out = model_output_path(out)
         class_map = None
         if not qgis_inputs.is_unset(parameters.get(self.CLASS_MAP)):
             class_map = self.parameterAsFile(parameters, self.CLASS_MAP, context)
         base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
         s2_trunk = None
         try:
+            labels = qgis_inputs.label_set(source, field, name,
+                                           qgis_inputs.vector_layer_path(layer))
             if base.lower() == SO2SAT:
                 from ..core.errors import ModelError
                 s2_trunk = _imported_so2sat()
@@ -292,8 +308,14 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             aoi = None
             if not qgis_inputs.is_unset(parameters.get(self.AOI)):
                 aoi_source = self.parameterAsSource(parameters, self.AOI, context)
+                if aoi_source is None:
+                    raise QgsProcessingException("Area of interest: cannot open the polygon "
+                                                 "layer.")
                 aoi = qgis_inputs.aoi_tuple(qgis_inputs.polygon_union(aoi_source.getFeatures()),
                                             aoi_source.sourceCrs())
+                if aoi is None:
+                    raise QgsProcessingException(
+                        "Area of interest: the layer has no polygon (or no selected polygon).")
             request = TrainRequest(
                 inputs=inputs, labels=labels, output_path=out, class_map_path=class_map,
                 base_model=base or None, s2_trunk=s2_trunk, extent=extent, aoi=aoi,

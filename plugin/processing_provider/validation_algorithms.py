@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterDistance,
     QgsProcessingParameterEnum,
@@ -159,6 +160,29 @@ def _add_sample_size_parameters(alg, allocation_label, default_n):
         QgsProcessingParameterNumber.Integer, 50, False, 0, 1_000_000))
 
 
+OVERWRITE = "OVERWRITE"
+
+
+def _add_overwrite(alg, what):
+    alg.addParameter(QgsProcessingParameterBoolean(
+        OVERWRITE, f"Overwrite an existing {what}", False))
+
+
+def _refuse_existing(paths, overwrite, what):
+    """Fail before any work when an output file exists and OVERWRITE is not set: validation
+    points are labelled by hand, and a report may be the only copy of an assessment."""
+    if overwrite:
+        return
+    for path in paths:
+        file = (path or "").split("|")[0]
+        if file.startswith("ogr:"):
+            continue   # a database connection, not a file the user named
+        if file and os.path.exists(file):
+            raise QgsProcessingException(
+                f"{file!r} already exists{what}; choose another name, or overwrite it "
+                "(OVERWRITE=true).")
+
+
 class _Base(QgsProcessingAlgorithm):
 
     def group(self):
@@ -242,6 +266,7 @@ class CreateValidationPointsAlgorithm(_Base):
             None, True, 0, 2 ** 31 - 2))
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Validation points", QgsProcessing.TypeVectorPoint))
+        _add_overwrite(self, "points file (its labels are lost)")
         self.addOutput(QgsProcessingOutputNumber(self.N_POINTS, "Number of points"))
         self.addOutput(QgsProcessingOutputNumber(self.SEED_USED, "Seed used"))
         self.addOutput(QgsProcessingOutputNumber(
@@ -266,6 +291,9 @@ class CreateValidationPointsAlgorithm(_Base):
 
         path, _, crs = _raster_source(self, parameters, self.INPUT, context,
                                       "Classified raster")
+        _refuse_existing([self.parameterAsOutputLayer(parameters, self.OUTPUT, context)],
+                         self.parameterAsBoolean(parameters, OVERWRITE, context),
+                         " (its points may already be labelled)")
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         design = DESIGNS[self.parameterAsEnum(parameters, self.DESIGN, context)][1]
         allocation = ALLOCATIONS[self.parameterAsEnum(parameters, self.ALLOCATION, context)][1]
@@ -312,6 +340,9 @@ class CreateValidationPointsAlgorithm(_Base):
                           + f"), seed {sample.seed}, in {sample.seconds:.2f} s.")
         if sample.expected_oa_se is not None:
             feedback.pushInfo(f"Expected SE of overall accuracy: {sample.expected_oa_se:.4f}")
+        else:
+            feedback.pushInfo("Expected SE of overall accuracy: computed for the stratified "
+                              "design only (EXPECTED_SE_OA is NaN for this design).")
 
         choices = reference_classes(path, band, present=sample.stratum_sizes)
         uri = str(dest_id)
@@ -401,6 +432,7 @@ class AssessAccuracyAlgorithm(_Base):
             self.OUTPUT_CSV, "All numbers (CSV)", "CSV files (*.csv)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_JSON, "All numbers (JSON)", "JSON files (*.json)", optional=True))
+        _add_overwrite(self, "report, CSV or JSON")
         for name, label in ((self.OVERALL_ACCURACY, "Overall accuracy"),
                             (self.OA_SE, "Standard error of overall accuracy"),
                             (self.OA_CI_LOW, "Overall accuracy, lower 95% bound"),
@@ -421,6 +453,13 @@ class AssessAccuracyAlgorithm(_Base):
         from ..validation.report import write_report
         from ..validation.workflow import assess_points
 
+        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) \
+            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_CSV)) else None
+        json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) \
+            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_JSON)) else None
+        _refuse_existing([html_path, csv_path, json_path],
+                         self.parameterAsBoolean(parameters, OVERWRITE, context), "")
         source = self.parameterAsSource(parameters, self.POINTS, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.POINTS))
@@ -475,20 +514,18 @@ class AssessAccuracyAlgorithm(_Base):
                                         "reference_field": ref_field})
         except (ValidationError, ValueError) as exc:
             raise QgsProcessingException(str(exc)) from exc
-        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) \
-            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_CSV)) else None
-        json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) \
-            if not qgis_inputs.is_unset(parameters.get(self.OUTPUT_JSON)) else None
         write_report(a, html_path, csv_path, json_path,
                      "Map accuracy assessment: " + (raster_name or os.path.basename(path)))
         feedback.setProgress(100)
 
         lo, hi = a.overall.ci
         feedback.pushInfo(f"Overall accuracy: {100 * a.overall.value:.1f}% "
-                          f"± {100 * a.overall.half_width:.1f}% (95% CI {100 * lo:.1f}-"
+                          f"± {100 * a.overall.half_width:.1f}% (95% CI {100 * lo:.1f}% to "
                           f"{100 * hi:.1f}%), {a.n} labelled points"
                           + (f", {a.n_unlabelled} unlabelled skipped" if a.n_unlabelled else ""))
+        if lo < 0 or hi > 1:
+            feedback.pushInfo("The interval (estimate ± 1.96 SE) reaches past 0-100 %: too few "
+                              "labelled points for a normal approximation; label more.")
         for c in a.codes:
             u, p = a.users[c], a.producers[c]
             feedback.pushInfo(f"  {a.label(c)}: user's {_pct(u)}, producer's {_pct(p)}")
