@@ -58,3 +58,37 @@ def test_fusion_net_with_the_so2sat_stream_exports_with_parity(so2sat_onnx, tmp_
                 "state_dict": net.state_dict()}, ckpt)
     summary = export_checkpoint(str(ckpt), str(tmp_path / "m.onnx"))
     assert summary["parity_max_abs_diff"] < 1e-4
+
+
+@needs_h5
+def test_a_model_from_the_so2sat_trunk_is_compared_with_so2sat_as_imported(so2sat_onnx,
+                                                                            sample_city,
+                                                                            tmp_path):
+    """The untrained start of the So2Sat-trunk model is So2Sat itself: the run scores the
+    imported model's own map (LCZ summed per function) on the held-out cells, so even without
+    the RandomForest the model is compared with something before it can be a default."""
+    from test_train_algorithm import gt_points
+
+    from plugin.core.model_card import read_card
+    from plugin.learning.labels import read_label_file
+    from plugin.learning.map_scores import classify_on_grid, score
+    from plugin.learning.user_training import BASE_DEFAULT, TrainRequest, prepare, run_training
+    labels = read_label_file(gt_points(sample_city.ground_truth, tmp_path / "pts.gpkg",
+                                       n=1500), "function")
+    inputs = {"s2_summer": sample_city.inputs["s2_summer"]}
+    request = TrainRequest(inputs=inputs, labels=labels, output_path=str(tmp_path / "m.onnx"),
+                           s2_trunk=so2sat_onnx, epochs=1, baseline=False)
+    result = run_training(request)
+    comparisons = result.metrics["comparisons"]
+    assert list(comparisons) == ["untrained_base"]
+    assert comparisons["untrained_base"]["model"].startswith("So2Sat LCZ42 as imported")
+    assert any(m.startswith("So2Sat LCZ42 as imported") for m in result.messages)
+    # the figure is So2Sat's map through classify on exactly the held-out cells
+    prep = prepare(request, read_card(BASE_DEFAULT), inputs, lambda m: None)
+    (tmp_path / "check").mkdir()
+    expect = score(prep.split.validation, classify_on_grid(
+        so2sat_onnx, inputs, prep.grid, str(tmp_path / "check"), None))
+    assert comparisons["untrained_base"]["overall_accuracy"] == pytest.approx(
+        expect["overall_accuracy"])
+    assert result.metrics["holds_up"] == (result.metrics["validation"]["overall_accuracy"] >=
+                                          expect["overall_accuracy"])
