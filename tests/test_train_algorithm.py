@@ -358,6 +358,10 @@ def test_classify_is_told_how_it_reaches_a_trained_model(city_model):
     assert "give MODEL=x to use it anyway" in how_to_use(inside, "x", False)
     out = str(city_model[2])
     assert f"given its path: MODEL={out}" in how_to_use(out, "city", True)
+    assert "picks it by default" in how_to_use(out, "city", True)
+    # one that does not hold up is not promised as a default anywhere
+    below = how_to_use(out, "city", False)
+    assert "picks it by default" not in below and "does not hold up" in below
 
 
 def test_a_short_time_limit_is_said_after_the_first_epoch(sample_city, tmp_path):

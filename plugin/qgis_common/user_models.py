@@ -48,8 +48,9 @@ def how_to_use(model_path, name, holds_up):
     if folder not in {os.path.realpath(d) for d in model_dirs(model_dirs_for_qgis())}:
         return ("It is outside the model folders classify lists, so classify uses it only when "
                 f"given its path: MODEL={model_path} (leave the output model empty to save it "
-                "in your user models folder, where classify lists it and picks it by "
-                "default).")
+                "in your user models folder, where classify lists it" +
+                (" and picks it by default)." if holds_up else
+                 "; it does not hold up, so even there it is used only when named)."))
     if holds_up:
         return f"Classify uses it by default for these inputs over this area (MODEL={name})."
     return ("It does not hold up: classify will not pick it by default; give "
