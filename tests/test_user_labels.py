@@ -290,3 +290,39 @@ def test_switched_off_classes_get_probability_zero_and_the_rest_is_unchanged():
     assert torch.allclose(p_off[:, kept], expected, atol=1e-5)
     with pytest.raises(ValueError):
         SubsetFusionModel(net, ("s2_summer",), off_classes=range(8))
+
+
+def test_the_split_must_train_two_classes_and_validate_a_trained_one():
+    """One class left for training is refused; held-out ground holding only classes training
+    never sees is refused (its figures would measure nothing learnt, OA 0); a class partly
+    lost to the hold-out is named in a warning."""
+    from plugin.learning.blocks import BlockSplit
+    from plugin.learning.user_training import check_split_classes, holds_up
+    res, water, green, farm = (KEYS.index(k) for k in ("residential", "water", "green_space",
+                                                        "agricultural_undeveloped"))
+
+    def split(train_classes, held_classes):
+        train = np.full((4, 8), UNLABELLED, np.int16)
+        held = np.full((4, 8), UNLABELLED, np.int16)
+        for i, c in enumerate(train_classes):
+            train[0, i] = c
+        for i, c in enumerate(held_classes):
+            held[3, i] = c
+        return BlockSplit(train, held, 4, 1, 2, 1, 0)
+
+    said = []
+    with pytest.raises(InputError, match=r"Only one class has training cells \(water\).*"
+                                         "green_space all lie in the held-out blocks"):
+        check_split_classes(split([water], [green]), None, said.append)
+    with pytest.raises(InputError, match="hold only green_space, which training never sees"):
+        check_split_classes(split([water, farm], [green]), None, said.append)
+    assert not said
+    check_split_classes(split([water, farm], [green, water]), None, said.append)
+    assert len(said) == 1 and said[0].startswith("Warning: every label of green_space")
+    check_split_classes(split([water, res], [water, res]), None, said.append)
+    assert len(said) == 1
+    # a model that is right nowhere never holds up, even against a comparison as bad
+    zero = {"overall_accuracy": 0.0}
+    assert not holds_up(zero, {"untrained_base": zero})
+    assert not holds_up({"overall_accuracy": 0.9}, {})            # compared with nothing
+    assert holds_up({"overall_accuracy": 0.9}, {"random_forest": {"overall_accuracy": 0.9}})

@@ -548,6 +548,12 @@ def check_split_classes(split, ras, say):
             + (f"The labels of {', '.join(lost)} all lie in {where} or their buffer: label "
                "them in more places, or " if lost else "Label at least two classes, or ")
             + "move the held-out ground (another SEED, smaller BLOCK_SIZE).")
+    if lost and len(lost) == len(held):
+        raise InputError(
+            f"{where[0].upper() + where[1:]} hold only {', '.join(lost)}, which training never "
+            "sees (all their labels lie there or in the buffer): the held-out figures would "
+            "measure nothing the model learnt. Label these classes in more places, or move the "
+            "held-out ground (another SEED, another BLOCK_SIZE).")
     if lost:
         say(f"Warning: every label of {', '.join(lost)} lies in {where} or their buffer: "
             "training sees no cell of these classes, so the held-out figures score them "
@@ -977,8 +983,8 @@ def holds_up(trained, comparisons):
     """Whether the trained model scores at least as well as every comparison on the held-out
     cells (overall agreement); a model compared with nothing has not shown that it does."""
     done = [c for c in comparisons.values() if c]
-    return bool(done) and all(trained["overall_accuracy"] >= c["overall_accuracy"]
-                              for c in done)
+    return bool(done) and trained["overall_accuracy"] > 0 and all(
+        trained["overall_accuracy"] >= c["overall_accuracy"] for c in done)
 
 
 def _warn_if_worse(trained, comparisons, say):

@@ -385,9 +385,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
             )
             feedback.pushInfo(f"Model: {entry.card.title} ({entry.path})")
-            summary = entry.card.validation_summary()
-            (feedback.pushWarning if "Warning" in summary and
-             hasattr(feedback, "pushWarning") else feedback.pushInfo)(summary)
+            # pushInfo, also for a warning: qgis_process (QGIS 3.22) does not print pushWarning
+            feedback.pushInfo(entry.card.validation_summary())
             last = {"text": None}
 
             def progress(fraction, message=""):

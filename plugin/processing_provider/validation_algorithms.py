@@ -530,10 +530,8 @@ class AssessAccuracyAlgorithm(_Base):
             u, p = a.users[c], a.producers[c]
             feedback.pushInfo(f"  {a.label(c)}: user's {_pct(u)}, producer's {_pct(p)}")
         for w in a.warnings:
-            if hasattr(feedback, "pushWarning"):  # QGIS >= 3.16
-                feedback.pushWarning(w)
-            else:
-                feedback.pushInfo(w)
+            # pushInfo: qgis_process (QGIS 3.22) does not print pushWarning lines at all
+            feedback.pushInfo(w if w.startswith("Warning") else f"Warning: {w}")
         results = {self.OUTPUT_HTML: html_path, self.OVERALL_ACCURACY: a.overall.value,
                    self.OA_SE: a.overall.se, self.OA_CI_LOW: lo, self.OA_CI_HIGH: hi,
                    self.N_POINTS: a.n}
