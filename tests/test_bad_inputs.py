@@ -228,7 +228,7 @@ CASES = {
                                            classify(w, o))[1],
                           ["map.manifest.json", "already exists"]),
     "output-in-proc": (C, lambda w, o: classify(w, o, OUTPUT="/proc/map.tif"),
-                       ["cannot write into", "/proc"]),
+                       ["writ", "/proc"]),
     "missing-output-folder": (C, lambda w, o: classify(w, o, OUTPUT=str(o / "no" / "m.tif")),
                               ["does not exist"]),
     "output-not-geotiff": (C, lambda w, o: classify(w, o, OUTPUT=str(o / "map.png")),
@@ -298,7 +298,7 @@ CASES = {
                             ["is a folder"]),
     "train-output-in-proc": (T, lambda w, o: train(w, o, LABELS=w.labels_ok,
                                                    OUTPUT_MODEL="/proc/model.onnx"),
-                             ["cannot write into", "/proc"]),
+                             ["writ", "/proc"]),   # root: the probe fails; others: no access
     "train-labels-without-crs": (T, lambda w, o: train(w, o, LABELS=w.labels_nocrs),
                                  ["coordinate reference system"]),
     "train-one-class": (T, lambda w, o: train(w, o, LABELS=w.labels_one_class),
@@ -380,6 +380,49 @@ def test_there_are_at_least_forty_cases():
 
 
 # --- faults beyond processing.run ----------------------------------------------------------
+def test_sentinel2_with_fill_water_or_a_mask_is_not_taken_for_reflectance_0_1(ws, tmp_path):
+    """The value check must not refuse real scenes: most of a tile zero-filled without a
+    declared nodata, mostly open water in L2A without the +1000 offset (values of tens), or
+    saturated fill marked only by a mask band (the engine's reads honour it, so does the
+    check). Reflectance 0-1, and the same fill without its mask, are still refused."""
+    from plugin.core import feeds
+    from plugin.core.errors import InputError
+    from plugin.core.model_card import read_card
+    from plugin.core.rasters import inspect_raster
+    spec = next(s for s in read_card(ws.model).inputs if s.modality == "s2_summer")
+    src = gdal.Open(ws.s2)
+    gt, wkt, s2 = src.GetGeoTransform(), src.GetProjection(), src.ReadAsArray()
+    src = None
+    names = [f"B{b}" for b in (2, 3, 4, 5, 6, 7, 8)] + ["B8A", "B11", "B12"]
+    cut = int(s2.shape[2] * 0.9)
+    fill = s2.copy()
+    fill[:, :, :cut] = 0
+    water = np.random.default_rng(0).integers(5, 60, s2.shape).astype(s2.dtype)
+    water[:, :, cut:] = s2[:, :, cut:]
+    saturated = s2.copy()
+    saturated[:, :, :cut] = 65535
+    masked = _write(tmp_path / "masked.tif", saturated, gt, wkt, names)
+    ds = gdal.Open(masked, gdal.GA_Update)
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    keep = np.zeros(s2.shape[1:], np.uint8)
+    keep[:, cut:] = 255
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(keep)
+    ds = None
+
+    def check(path):
+        feeds._CHECKED.clear()
+        info = inspect_raster(path)
+        feeds.check_values(gdal.Open(path), info, spec, list(range(1, 11)), info.nodata)
+    for path in (_write(tmp_path / "fill.tif", fill, gt, wkt, names),
+                 _write(tmp_path / "water.tif", water, gt, wkt, names), masked):
+        check(path)          # accepted
+    with pytest.raises(InputError, match="reflectance 0-1"):
+        check(_write(tmp_path / "unit.tif", s2.astype(np.float32) / 10000.0, gt, wkt, names,
+                     dtype=gdal.GDT_Float32))
+    with pytest.raises(InputError, match="not reflectance|15000"):
+        check(_write(tmp_path / "unmasked.tif", saturated, gt, wkt, names))
+
+
 def test_gdal_pam_switched_off_is_said_before_any_work(ws, out):
     """A map keeps its class names in its .aux.xml: with GDAL_PAM_ENABLED=NO it cannot be
     completed, and a training run would fail only after its epochs. Both refuse at once."""

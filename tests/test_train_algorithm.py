@@ -445,3 +445,17 @@ def test_train_dialog_runs_as_a_task_with_progress_and_cancel(sample_city, tmp_p
     finally:
         dlg.close()
         project.removeMapLayers([s2.id(), pts.id()])
+
+
+def test_output_model_path_is_an_onnx_file(tmp_path):
+    """A name without .onnx gets it (also a dotted version), a folder or another file type is
+    refused: 'x.tif' must not become 'x.tif.onnx' beside a raster."""
+    from qgis.core import QgsProcessingException
+
+    from plugin.processing_provider.train_algorithm import model_output_path
+    assert model_output_path(str(tmp_path / "berlin_v1.2")) == str(tmp_path / "berlin_v1.2.onnx")
+    assert model_output_path(str(tmp_path / "m.ONNX")) == str(tmp_path / "m.ONNX")
+    for bad, words in ((tmp_path / "m.tif", "not .tif"), (tmp_path / "labels.gpkg", "not .gpkg"),
+                       (tmp_path, "is a folder")):
+        with pytest.raises(QgsProcessingException, match=words):
+            model_output_path(str(bad))

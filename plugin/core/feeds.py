@@ -158,32 +158,72 @@ def check_plausible(info, spec, cell, min_cells=4):
             f"layer for {spec.label}?")
 
 
-# Sentinel-2 inputs whose card scales them by 1e-4 expect reflectance x 10000 (L1C or L2A):
-# a typical pixel reads a few hundred to a few thousand. Below REFLECTANCE_LOW once scaled, the
-# values are reflectance 0-1 (or otherwise divided); above REFLECTANCE_HIGH they are not
-# reflectance x 10000 at all (digital numbers of another product, radiance, a wrong scale).
+# Sentinel-2 inputs whose card scales them by 1e-4 expect reflectance x 10000 (L1C or L2A).
+# Reflectance 0-1 stays below about 2 even in its brightest pixels, while in any real scene
+# x 10000 the brightest one percent reads hundreds or more (even over open water, in the blue
+# band): the 99th percentile tells the two apart whatever share of the file is fill or sea.
+# Typical pixels above REFLECTANCE_HIGH once scaled are not reflectance x 10000 at all.
 REFLECTANCE_LOW, REFLECTANCE_HIGH = 0.005, 1.5
+SAMPLE_WINDOWS, SAMPLE_PX = 6, 64      # a 6 x 6 lattice of 64-pixel windows on large rasters
+_CHECKED = {}                          # (path, size, mtime, bands, modality) already checked
 
 
-def check_values(src, info, spec, bands, nodata, max_side=256):
-    """A clear InputError for an input whose values cannot be what the model reads: the same
-    value in every pixel (no imagery), or Sentinel-2 values far outside reflectance x 10000
-    (reflectance 0-1 gives a confident, wrong map). From a decimated read of the selected
-    bands: no statistics are stored, so nothing is written beside the input."""
-    scale = max(info.width, info.height) / max_side
-    w = max(1, int(info.width / max(scale, 1)))
-    h = max(1, int(info.height / max(scale, 1)))
+def sample_values(src, bands, nodata, whole_below=1024 * 1024):
+    """Values [B, n] of the selected bands at valid pixels: the whole raster when it is small
+    (decimated to at most 256 px a side), else a lattice of small windows, so that a large
+    compressed file is not decompressed whole. Nodata, NaN and GDAL's mask band count as
+    missing. Nothing is written beside the file."""
+    w, h = src.RasterXSize, src.RasterYSize
+    mask_band = src.GetRasterBand(bands[0]).GetMaskBand()
+    use_mask = not (src.GetRasterBand(bands[0]).GetMaskFlags() & gdal.GMF_ALL_VALID)
+    reads = []
+    if w * h <= whole_below:
+        scale = max(1.0, max(w, h) / 256.0)
+        reads.append((0, 0, w, h, max(1, int(w / scale)), max(1, int(h / scale))))
+    else:
+        for i in range(SAMPLE_WINDOWS):
+            for j in range(SAMPLE_WINDOWS):
+                x = int((j + 0.5) * w / SAMPLE_WINDOWS) - SAMPLE_PX // 2
+                y = int((i + 0.5) * h / SAMPLE_WINDOWS) - SAMPLE_PX // 2
+                x, y = min(max(x, 0), w - SAMPLE_PX), min(max(y, 0), h - SAMPLE_PX)
+                reads.append((x, y, SAMPLE_PX, SAMPLE_PX, SAMPLE_PX, SAMPLE_PX))
+    out = []
+    for x, y, rw, rh, bw, bh in reads:
+        arr = src.ReadAsArray(x, y, rw, rh, buf_xsize=bw, buf_ysize=bh, band_list=bands)
+        arr = np.asarray(arr, np.float64).reshape(len(bands), -1)
+        valid = np.all(np.isfinite(arr), axis=0)
+        if nodata is not None and not np.isnan(nodata):
+            valid &= ~np.all(arr == nodata, axis=0)
+        if use_mask:
+            valid &= mask_band.ReadAsArray(x, y, rw, rh, buf_xsize=bw, buf_ysize=bh).ravel() > 0
+        out.append(arr[:, valid])
+    return np.concatenate(out, axis=1)
+
+
+def check_values(src, info, spec, bands, nodata):
+    """A clear InputError for an input whose values cannot be what the model reads: imagery
+    holding one value in every pixel, or Sentinel-2 values far outside reflectance x 10000
+    (reflectance 0-1 gives a confident, wrong map). Once per file and process (a Dask worker
+    opens the same input for every block)."""
     try:
-        arr = src.ReadAsArray(buf_xsize=w, buf_ysize=h, band_list=bands)
+        st = os.stat(info.path)
+        key = (info.path, st.st_size, st.st_mtime, tuple(bands), spec.modality)
+    except OSError:
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    try:
+        arr = sample_values(src, bands, nodata)
     except RuntimeError:
         return   # a damaged file: the tile reads say so with the layer's name
-    arr = np.asarray(arr, np.float64).reshape(len(bands), -1)
-    valid = np.all(np.isfinite(arr), axis=0)
-    if nodata is not None and not np.isnan(nodata):
-        valid &= ~np.all(arr == nodata, axis=0)
-    if valid.sum() < 16:
+    _check_sample(arr, info, spec)
+    if key is not None:
+        _CHECKED[key] = True
+
+
+def _check_sample(arr, info, spec):
+    if arr.shape[1] < 16:
         return   # (almost) no data: the engine refuses a map without any, with its reason
-    arr = arr[:, valid]
     name = os.path.basename(info.path)
     group = modality_group(spec.modality)
     # (night light may well be 0 everywhere over a dark rural clip: only imagery is checked)
@@ -194,17 +234,18 @@ def check_values(src, info, spec, bands, nodata, max_side=256):
             "layer, or is its nodata value not set?")
     if group != "s2" or not np.isclose(spec.scale, 1e-4):
         return
-    median = float(np.median(arr))
-    reflectance = median * spec.scale + spec.offset
-    if reflectance < REFLECTANCE_LOW:
+    bright = float(np.percentile(arr, 99))
+    if bright * spec.scale + spec.offset < REFLECTANCE_LOW:
         raise InputError(
-            f"{spec.label}: the values of {name} are around {median:.3g}; the model reads "
-            "Sentinel-2 reflectance x 10000 (a typical pixel: a few hundred to a few thousand). "
-            "These look like reflectance 0-1: multiply the bands by 10000 (Raster Calculator, "
-            "or gdal_translate -scale 0 1 0 10000 -ot UInt16) and give that raster.")
-    if reflectance > REFLECTANCE_HIGH:
+            f"{spec.label}: the brightest pixels of {name} read about {bright:.3g}; the model "
+            "reads Sentinel-2 reflectance x 10000 (a typical pixel: a few hundred to a few "
+            "thousand). These look like reflectance 0-1: multiply the bands by 10000 (Raster "
+            "Calculator, or gdal_translate -scale 0 1 0 10000 -ot UInt16) and give that raster.")
+    lit = arr[arr > 0]
+    typical = float(np.median(lit)) if lit.size else 0.0
+    if typical * spec.scale + spec.offset > REFLECTANCE_HIGH:
         raise InputError(
-            f"{spec.label}: the values of {name} are around {median:.3g}; the model reads "
+            f"{spec.label}: the values of {name} are around {typical:.3g}; the model reads "
             "Sentinel-2 reflectance x 10000 (a typical pixel: a few hundred to a few thousand, "
             "at most about 15000 even in cloud). Give top-of-atmosphere (L1C) or surface (L2A) "
             "reflectance x 10000, as ESA delivers it.")

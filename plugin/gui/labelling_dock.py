@@ -424,9 +424,10 @@ class LabellingDock(QgsDockWidget):
             return False
         idx = self.layer.fields().indexFromName(self.field_name) if self.field_name else -1
         if idx < 0:
-            self._message(f"Choose the reference field first ('{self.layer.name()}' has no "
-                          f"{DEFAULT_FIELD} field: add an integer field {DEFAULT_FIELD}, or pick "
-                          "the field the labels go into).")
+            self._message("Choose the reference field first" + (
+                f" ({DEFAULT_FIELD})." if self.layer.fields().indexFromName(DEFAULT_FIELD) >= 0
+                else f" ('{self.layer.name()}' has no {DEFAULT_FIELD} field: add an integer "
+                     f"field {DEFAULT_FIELD}, or pick the field the labels go into)."))
             return False
         problem = self._not_writable(idx)
         if problem:

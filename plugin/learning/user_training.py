@@ -541,24 +541,24 @@ def check_split_classes(split, ras, say):
     held = np.unique(split.validation[split.validation != UNLABELLED])
     lost = [KEYS[i] for i in held if i in untrained]
     where = "the given held-out rectangles" if split.given else "the held-out blocks"
+    move = ("give other held-out rectangles" if split.given else
+            "move the held-out ground (another SEED, another BLOCK_SIZE)")
     if len(trained) < 2:
         have = trained[0] if trained else "none"
         raise InputError(
             f"Only one class has training cells ({have}): a model needs at least two. "
             + (f"The labels of {', '.join(lost)} all lie in {where} or their buffer: label "
                "them in more places, or " if lost else "Label at least two classes, or ")
-            + "move the held-out ground (another SEED, smaller BLOCK_SIZE).")
+            + move + ".")
     if lost and len(lost) == len(held):
         raise InputError(
             f"{where[0].upper() + where[1:]} hold only {', '.join(lost)}, which training never "
             "sees (all their labels lie there or in the buffer): the held-out figures would "
-            "measure nothing the model learnt. Label these classes in more places, or move the "
-            "held-out ground (another SEED, another BLOCK_SIZE).")
+            f"measure nothing the model learnt. Label these classes in more places, or {move}.")
     if lost:
         say(f"Warning: every label of {', '.join(lost)} lies in {where} or their buffer: "
             "training sees no cell of these classes, so the held-out figures score them "
-            "untrained. Label them in more places, or move the held-out ground (another SEED, "
-            "another BLOCK_SIZE).")
+            f"untrained. Label them in more places, or {move}.")
 
 
 def check_label_data(has_data, split, say):
@@ -992,7 +992,7 @@ def _warn_if_worse(trained, comparisons, say):
         say("Warning: the trained model was compared with nothing on the held-out blocks (no "
             "RandomForest baseline, no untrained model), so it has not shown that it holds up: "
             "classify will not pick it by default (name it to use it anyway). Train with the "
-            "baseline on (BASELINE) to compare it.")
+            "RandomForest baseline on (BASELINE, with scikit-learn installed) to compare it.")
     for key, label in (("random_forest", "the RandomForest baseline"),
                        ("untrained_base", "the untrained base model")):
         other = comparisons.get(key)

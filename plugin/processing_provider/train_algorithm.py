@@ -50,9 +50,15 @@ def model_output_path(out):
     ext = os.path.splitext(out)[1].lower()
     if ext == ".onnx":
         return out
-    if ext:
+    if ext in OTHER_FILE_TYPES:
         raise QgsProcessingException(f"Output model: {out!r} must be an .onnx file, not {ext}.")
-    return out + ".onnx"
+    return out + ".onnx"   # 'berlin_v1.2' -> 'berlin_v1.2.onnx'
+
+
+# extensions of files a model path must never be taken for (rasters, vectors, tables, reports)
+OTHER_FILE_TYPES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".nc",
+                    ".h5", ".gpkg", ".shp", ".geojson", ".json", ".csv", ".txt", ".md",
+                    ".html", ".qml", ".pt", ".pth", ".zip"}
 
 
 def unique_model_path(folder, stem):
