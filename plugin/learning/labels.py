@@ -68,6 +68,8 @@ def has_no_crs(wkt):
 
 
 def _transform(src_wkt, dst_wkt):
+    """Labels -> grid, or None when the CRSs are the same; the one place a label layer without
+    a CRS is refused (a file read here, or a QGIS layer whose CRS is invalid: empty WKT)."""
     if has_no_crs(src_wkt):
         raise InputError("Labels: the label layer has no coordinate reference system: assign "
                          "the right one (Layer Properties > Source, or Assign projection).")
@@ -126,17 +128,15 @@ def read_label_file(path, field, layer=None):
     if field not in names:
         raise InputError(f"Labels: {path!r} has no field {field!r}; its fields are "
                          f"{', '.join(names) or 'none'}.")
-    srs = lyr.GetSpatialRef()
-    if srs is None or has_no_crs(srs.ExportToWkt()):
-        raise InputError(f"Labels: {path!r} has no coordinate reference system: assign the "
-                         "right one (Layer Properties > Source, or Assign projection).")
+    srs = lyr.GetSpatialRef()   # none: _transform says so when the labels are placed
     feats = []
     for f in lyr:
         g = f.GetGeometryRef()
         if g is None or g.IsEmpty():
             continue
         feats.append((bytes(g.ExportToWkb()), f.GetField(field)))
-    return LabelSet(lyr.GetName(), srs.ExportToWkt(), feats, field, file_sha256(path), path)
+    return LabelSet(lyr.GetName(), srs.ExportToWkt() if srs else "", feats, field,
+                    file_sha256(path), path)
 
 
 @dataclass

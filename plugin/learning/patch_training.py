@@ -157,7 +157,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, budget, de
 
     import torch
     import torch.nn.functional as F
-    from .user_training import end_of_epoch, score, set_learning_rate
+    from .user_training import end_of_epoch, epoch_words, score, set_learning_rate
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     usable = (train_labels != UNLABELLED) & store.cells
@@ -222,8 +222,7 @@ def train_patch_net(net, store, train_labels, val_labels, epochs_cap, budget, de
             opt.step()
             losses.append(float(loss.detach()))
             progress((epoch + (step + 1) / STEPS_PER_EPOCH) / epochs,
-                     f"Epoch {epoch + 1} of {epochs}" if epochs_cap or epoch else
-                     "Epoch 1 (timed: the epochs that fit the time limit follow)")
+                     epoch_words(epoch, epochs, epochs_cap))
         epoch += 1
         pred = np.full(val_labels.shape, UNLABELLED, np.int16)
         pred[vr, vc] = predict_cells(net, store, vr, vc, device)

@@ -374,8 +374,7 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
             opt.step()
             losses.append(float(loss.detach()))
             done = (epoch + (step + 1) / STEPS_PER_EPOCH) / epochs
-            progress(done, f"Epoch {epoch + 1} of {epochs}" if epochs_cap or epoch else
-                     "Epoch 1 (timed: the epochs that fit the time limit follow)")
+            progress(done, epoch_words(epoch, epochs, epochs_cap))
         epoch += 1
         t_score = time.perf_counter()
         pred = predict(model, feeds, present, device, where=val_labels != UNLABELLED,
@@ -385,6 +384,12 @@ def train_network(model, batches, val_labels, feeds, present, mode, epochs_cap, 
         epochs = end_of_epoch(history, epoch, epochs, epochs_cap, budget, losses,
                               score(val_labels, pred), t0, MAX_EPOCHS, log, progress)
     return history
+
+
+def epoch_words(epoch, epochs, epochs_cap):
+    """Progress text of 0-based ``epoch``: before the first is timed, the count is not known."""
+    return (f"Epoch {epoch + 1} of {epochs}" if epochs_cap or epoch else
+            "Epoch 1 (timed: the epochs that fit the time limit follow)")
 
 
 def _after_estimate(grid, val_cells, receptive, groups):

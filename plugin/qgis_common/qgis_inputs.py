@@ -111,7 +111,7 @@ def label_set(source, field, name, path=None):
     """The engine's LabelSet (plugin.learning.labels) from a Processing feature source or a
     vector layer: geometries as WKB with the ``field`` value, in the layer's CRS. The hash is
     the file's when the layer is a plain file, else the features'."""
-    from ..learning.labels import LabelSet, features_sha256, file_sha256, has_no_crs
+    from ..learning.labels import LabelSet, features_sha256, file_sha256
     features = []
     for f in source.getFeatures():
         geom = f.geometry()
@@ -120,10 +120,6 @@ def label_set(source, field, name, path=None):
         features.append((bytes(geom.asWkb()), f[field]))
     features = [(g, (None if _is_null(v) else v)) for g, v in features]
     crs = source.sourceCrs() if hasattr(source, "sourceCrs") else source.crs()
-    if not crs.isValid() or has_no_crs(crs_wkt(crs)):
-        from ..core.errors import InputError
-        raise InputError(f"Labels: {name!r} has no coordinate reference system: assign the "
-                         "right one (Layer Properties > Source, or Assign projection).")
     sha = file_sha256(path) if path and os.path.isfile(path) else features_sha256(features)
     return LabelSet(name, crs_wkt(crs), features, field, sha, path or "")
 
